@@ -1,0 +1,84 @@
+"""Shared fixtures: the real Hydra config, composed with every output under tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import volseg  # noqa: F401 - registers the config resolvers
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# A run small enough for the test suite: a narrow net, small patches, a few steps.
+FAST = [
+    "model.features=4",
+    "model.num_levels=3",
+    "data.layout.num_cases=6",
+    "data.layout.size_mm=[96,96,64]",
+    "data.patch_size=[32,32,16]",
+    "data.samples_per_epoch=8",
+    "data.batch_size=2",
+    "data.num_workers=0",
+    "trainer.max_epochs=2",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_summary=null",
+]
+
+
+def compose_config(
+    name: str, tmp_path: Path, overrides: Sequence[str] = (), data_dir: Path | None = None
+) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` as the CLI would, with outputs and data under tmp_path."""
+    data_dir = data_dir or tmp_path / "data"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name=name,
+            return_hydra_config=True,
+            overrides=[f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides],
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data folder for the session: the small synthetic dataset is generated once."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def train_config(tmp_path: Path, shared_data_dir: Path) -> Callable[..., DictConfig]:
+    """``train_config(*overrides)``: the fast training config on the shared synthetic data."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config("train", tmp_path, [*FAST, *overrides], data_dir=shared_data_dir)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _small_thread_pool() -> None:
+    # Two cores: more intra-op threads than that only contend.
+    torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,78 @@
+"""A short real training run on the synthetic dataset, end to end."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import volseg
+from volseg.engine import SegmentationModule
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, shared_data_dir):
+    from tests.conftest import FAST, compose_config
+
+    tmp_path = tmp_path_factory.mktemp("run")
+    cfg = compose_config("train", tmp_path, FAST, data_dir=shared_data_dir)
+    metrics = volseg.train(cfg)
+    return cfg, metrics, tmp_path / "run"
+
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_writes_metrics_json(finished_run):
+    cfg, metrics, run_dir = finished_run
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved == metrics
+    for stage in ("val", "test"):
+        for name in ("loss", "dice", "dice_organ", "dice_lesion"):
+            assert f"{stage}/{name}" in saved
+    assert 0.0 <= saved["test/dice_organ"] <= 1.0
+    assert saved["epochs"] == cfg.trainer.max_epochs
+
+
+def test_run_writes_best_and_last_checkpoints(finished_run):
+    _, metrics, run_dir = finished_run
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert metrics["best_model_path"].startswith(str(run_dir / "checkpoints" / "epoch_"))
+
+
+def test_tensorboard_has_the_logged_scalars(finished_run):
+    _, _, run_dir = finished_run
+    tags = set()
+    for events in (run_dir / "tensorboard").glob("events.out.tfevents.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert {"train/loss_epoch", "val/loss", "val/dice", "val/dice_lesion", "lr-AdamW"} <= tags
+
+
+def test_test_predictions_have_the_original_geometry(finished_run, shared_data_dir):
+    _, _, run_dir = finished_run
+    split = json.loads((shared_data_dir / "synthetic" / "splits.json").read_text())
+    written = sorted(p.name for p in (run_dir / "predictions").glob("*.nii.gz"))
+    assert written == sorted(f"{case}.nii.gz" for case in split["test"])
+    for name in written:
+        prediction = nib.load(run_dir / "predictions" / name)
+        source = nib.load(shared_data_dir / "synthetic" / "imagesTr" /
+                          name.replace(".nii.gz", "_0000.nii.gz"))
+        assert prediction.shape == source.shape
+        np.testing.assert_allclose(prediction.affine, source.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
+
+
+def test_checkpoint_alone_rebuilds_the_model(finished_run):
+    _, metrics, _ = finished_run
+    module = SegmentationModule.load_from_checkpoint(metrics["best_model_path"],
+                                                     map_location="cpu").eval()
+    assert module.class_names == ["background", "organ", "lesion"]
+    assert module.preprocessor.spacing == [2.0, 2.0, 2.5]
+    assert module.preprocessor.window == [-160.0, 240.0]
+    state = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=False)
+    for name, tensor in module.state_dict().items():
+        torch.testing.assert_close(tensor, state["state_dict"][name])

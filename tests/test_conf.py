@@ -1,0 +1,81 @@
+"""Every config option composes and builds; mistakes fail with Hydra's clear errors."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.utils import instantiate
+
+from tests.conftest import CONF_DIR, compose_config
+
+GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger",
+          "debug", "paths", "hydra"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+# Trainers that need hardware this machine may not have are composed, not built.
+NEEDS_GPU = {("trainer", "gpu"), ("trainer", "ddp")}
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_builds(group, option, tmp_path):
+    override = [] if group in ("hydra",) else [f"{group}={option}"]
+    cfg = compose_config("train", tmp_path, override)
+    node = cfg.get(group) if group != "debug" else None
+    if group == "model":
+        net = instantiate(cfg.model, in_channels=1, out_channels=3, features=2)
+        assert net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    elif group == "loss":
+        loss = instantiate(cfg.loss)
+        value = loss(torch.randn(1, 3, 4, 4, 4), torch.randint(0, 3, (1, 4, 4, 4)))
+        assert torch.isfinite(value)
+    elif group == "optimizer":
+        assert isinstance(instantiate(node)(params=[torch.nn.Parameter(torch.zeros(1))]),
+                          torch.optim.Optimizer)
+    elif group == "scheduler" and node:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        instantiate(node)(optimizer=optimizer)
+    elif group in ("callbacks", "logger"):
+        for item in (node or {}).values():
+            assert instantiate(item) is not None
+    elif group == "trainer" and (group, option) not in NEEDS_GPU:
+        assert instantiate(cfg.trainer, logger=False).max_epochs == cfg.trainer.max_epochs
+
+
+def test_model_channels_follow_the_data(tmp_path):
+    cfg = compose_config("train", tmp_path, ["data.in_channels=2", "data.num_classes=5",
+                                             "data.class_names=[a,b,c,d,e]"])
+    assert (cfg.model.in_channels, cfg.model.out_channels) == (2, 5)
+    assert cfg.module.net.out_channels == 5
+
+
+def test_misspelled_key_fails_naming_it(tmp_path):
+    with pytest.raises(ConfigCompositionException, match="data.bach_size"):
+        compose_config("train", tmp_path, ["data.bach_size=4"])
+
+
+def test_unknown_option_fails_naming_it(tmp_path):
+    with pytest.raises(MissingConfigException, match="unet4d"):
+        compose_config("train", tmp_path, ["model=unet4d"])
+
+
+def test_run_dir_is_unique_per_process(tmp_path):
+    cfg = compose_config("train", tmp_path)
+    run_dir = Path(cfg.hydra.run.dir)
+    assert run_dir.parent == tmp_path / "outputs" / "train" / "runs"
+    assert run_dir.name.endswith(f"_{os.getpid()}")
+    assert Path(cfg.hydra.sweep.dir).parent == tmp_path / "outputs" / "train" / "multiruns"
+
+
+def test_public_keys_exist(tmp_path):
+    cfg = compose_config("train", tmp_path)
+    for key in ("seed", "task_name", "tags", "train", "test", "ckpt_path", "optimized_metric"):
+        assert key in cfg
+    for key in ("root", "num_classes", "in_channels", "class_names", "patch_size", "batch_size",
+                "num_workers", "spacing"):
+        assert key in cfg.data
+
+
+def test_predict_config_composes(tmp_path):
+    cfg = compose_config("predict", tmp_path, ["ckpt_path=a.ckpt", "input=in", "output=out"])
+    assert (cfg.ckpt_path, cfg.input, cfg.output, cfg.device) == ("a.ckpt", "in", "out", "auto")

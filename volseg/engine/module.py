@@ -1,0 +1,145 @@
+"""SegmentationModule: any network and any loss, trained on patches, evaluated on volumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from volseg.data.preprocess import Preprocessor
+from volseg.inference import sliding_window_inference
+from volseg.metrics import DiceMetric
+from volseg.trusted import instantiate_trusted
+
+
+class SegmentationModule(pl.LightningModule):
+    """Wraps a network and a loss given as configs, so a checkpoint alone can rebuild both.
+
+    Every argument is plain data (dicts with ``_target_``), saved as hyperparameters:
+    ``SegmentationModule.load_from_checkpoint(path)`` rebuilds the network and knows the
+    preprocessing, the class names and the inference settings, as nnU-Net's plans do.
+
+    Args:
+        net: network config (``_target_`` + constructor arguments).
+        loss: loss config.
+        optimizer: optimizer config with ``_partial_: true`` (the module gives it parameters).
+        scheduler: LR scheduler config with ``_partial_: true``, or ``None``/empty for none.
+        class_names: one name per class, background first; metrics are named after them.
+        preprocessing: `Preprocessor` settings the network was trained with.
+        inference: sliding-window settings: ``tile_size`` (x, y, z), ``overlap``,
+            ``batch_size``, ``mode`` (``gaussian`` or ``constant``).
+        scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
+        scheduler_frequency: epochs between scheduler steps (match validation frequency).
+    """
+
+    def __init__(
+        self,
+        net: Mapping,
+        loss: Mapping,
+        optimizer: Mapping,
+        scheduler: Mapping | None,
+        class_names: Sequence[str],
+        preprocessing: Mapping,
+        inference: Mapping,
+        scheduler_monitor: str = "val/loss",
+        scheduler_frequency: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net: nn.Module = instantiate_trusted(net)
+        self.loss: nn.Module = instantiate_trusted(loss)
+        self.class_names = list(class_names)
+        self.preprocessor = Preprocessor.from_dict(preprocessing)
+        self.inference = dict(inference)
+        num_classes = len(self.class_names)
+        self.val_dice = DiceMetric(num_classes, include_background=False)
+        self.test_dice = DiceMetric(num_classes, include_background=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        return self.net(image)
+
+    def predict_logits(
+        self, image: torch.Tensor, progress: Callable[[int, int], None] | None = None
+    ) -> torch.Tensor:
+        """Whole-volume logits ``(N, K, x, y, z)`` by Gaussian-weighted sliding window."""
+
+        def full_resolution(tiles: torch.Tensor) -> torch.Tensor:
+            output = self.net(tiles)
+            # Deep-supervision networks return several scales; the first is full resolution.
+            return output[0] if isinstance(output, (list, tuple)) else output
+
+        return sliding_window_inference(
+            full_resolution,
+            image,
+            tile_size=self.inference["tile_size"],
+            overlap=self.inference.get("overlap", 0.5),
+            mode=self.inference.get("mode", "gaussian"),
+            batch_size=self.inference.get("batch_size", 1),
+            progress=progress,
+        )
+
+    # --- steps --------------------------------------------------------------------------------
+
+    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.loss(self.net(batch["image"]), batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=batch["image"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
+        logits = self.predict_logits(batch["image"])
+        loss = self.loss(logits, batch["label"])
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=stage == "val", batch_size=1,
+                 sync_dist=True)
+        return logits
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        logits = self._evaluate(batch, "val")
+        self.val_dice.update(logits.argmax(1), batch["label"])
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
+        """Scores the prediction in the original geometry, where the annotation lives."""
+        logits = self._evaluate(batch, "test")
+        probabilities = torch.softmax(logits[0].float(), dim=0)
+        original = batch["original_label"]
+        restored = Preprocessor.restore(probabilities, original.shape[-3:])
+        prediction = restored.argmax(0).to(torch.uint8)
+        self.test_dice.update(prediction[None], original)
+        return {
+            "case_id": batch["case_id"],
+            "prediction": prediction.cpu().numpy(),
+            "geometry": batch["meta"]["original"],
+        }
+
+    def _log_dice(self, metric: DiceMetric, stage: str) -> None:
+        per_class = metric.compute()
+        for name, value in zip(self.class_names[1:], per_class):
+            self.log(f"{stage}/dice_{name}", value, sync_dist=False)
+        self.log(f"{stage}/dice", per_class.nanmean(), prog_bar=stage == "val")
+        metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_dice(self.val_dice, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_dice(self.test_dice, "test")
+
+    # --- optimisation -------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate_trusted(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:  # None, or the empty `scheduler=none` config
+            return optimizer
+        scheduler = instantiate_trusted(self.hparams.scheduler)(optimizer=optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": self.hparams.scheduler_monitor,
+                "interval": "epoch",
+                "frequency": self.hparams.scheduler_frequency,
+            },
+        }

@@ -1,0 +1,99 @@
+"""One training run from a composed config: fit, validate and test the best model, report."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import rich
+import rich.syntax
+import rich.tree
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from volseg.atomic import write_json
+from volseg.engine.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+
+# Printed first in the config tree: the groups a user most often overrides.
+_TREE_ORDER = ("data", "model", "loss", "optimizer", "scheduler", "trainer", "callbacks")
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train (unless ``cfg.train`` is false), then validate and test the best checkpoint.
+
+    Writes ``metrics.json`` into ``cfg.paths.output_dir`` and returns the same dictionary:
+    flat metric names (``val/dice``, ``test/dice_lesion``, ...) mapped to floats, plus
+    ``best_model_path``, ``epochs`` and ``wall_time_s``.
+    """
+    started = time.perf_counter()
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    print_config_tree(cfg)
+
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+    ckpt_path = cfg.get("ckpt_path")
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        ckpt_path = best or None
+        if not best:
+            log.warning("no best checkpoint was saved; evaluating the final weights")
+    elif ckpt_path is None:
+        raise ValueError("train=false needs ckpt_path=<checkpoint> to evaluate")
+
+    metrics: dict[str, Any] = {}
+    metrics.update(_floats(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path)))
+    if cfg.get("test", True):
+        metrics.update(_floats(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)))
+    metrics.update(
+        best_model_path=str(ckpt_path or ""),
+        epochs=trainer.current_epoch,
+        wall_time_s=round(time.perf_counter() - started, 1),
+    )
+    write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
+    log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
+    return metrics
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
+    """The LightningModule from ``cfg.module``, with everything resolved to plain data.
+
+    Plain data is what lets ``load_from_checkpoint`` rebuild the module with no config at hand.
+    """
+    module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
+    return instantiate(
+        module_cfg, preprocessing=datamodule.preprocessor.to_dict(), _recursive_=False,
+        _convert_="all",
+    )
+
+
+def _floats(results: list[dict]) -> dict[str, float]:
+    merged: dict[str, float] = {}
+    for result in results:
+        for name, value in result.items():
+            value = float(value)
+            merged[name] = None if math.isnan(value) else value
+    return merged
+
+
+def print_config_tree(cfg: DictConfig) -> None:
+    """Print the composed config as a Rich tree, the commonly changed groups first."""
+    tree = rich.tree.Tree("config", guide_style="dim")
+    keys = [k for k in _TREE_ORDER if k in cfg] + [k for k in cfg if k not in _TREE_ORDER]
+    for key in keys:
+        value = cfg[key]
+        text = OmegaConf.to_yaml(value, resolve=False) if isinstance(value, DictConfig) else str(
+            value)
+        tree.add(str(key)).add(rich.syntax.Syntax(text, "yaml", theme="ansi_dark"))
+    rich.print(tree)

@@ -1,0 +1,153 @@
+"""Volumes with their geometry, read and written through SimpleITK.
+
+Axis convention used everywhere in volseg: arrays are indexed ``(x, y, z)`` (channel first for
+images: ``(C, x, y, z)``), the order of the image file's own voxel axes, as nibabel and MONAI
+index them. ``spacing``, ``origin`` and ``direction`` use the same ``(x, y, z)`` order, as in
+the file header and in SimpleITK. SimpleITK hands out ``(z, y, x)`` arrays; the transpose
+happens here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from volseg.atomic import atomic_path
+
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+# Geometry tolerance when comparing an image with its label or its other channels (mm, and
+# unitless for direction cosines): headers written by different tools round differently.
+GEOMETRY_TOLERANCE = 1e-3
+
+
+class VolumeReadError(ValueError):
+    """A file could not be read as a 3D volume; the message names the file."""
+
+
+@dataclass
+class Volume:
+    """An array with the geometry that places it in patient space.
+
+    Attributes:
+        array: ``(x, y, z)`` for a label map or single channel, ``(C, x, y, z)`` for images.
+        spacing: voxel size along x, y, z in mm.
+        origin: world position of voxel ``(0, 0, 0)`` in mm.
+        direction: 3x3 direction cosines, row-major as SimpleITK gives them; column ``j`` is
+            the world direction of array axis ``j``.
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = field(default=IDENTITY_DIRECTION)
+
+    def __post_init__(self) -> None:
+        if self.array.ndim not in (3, 4):
+            raise ValueError(f"Volume array must be 3D or channel-first 4D, got {self.array.shape}")
+        self.spacing = tuple(float(s) for s in self.spacing)
+        self.origin = tuple(float(o) for o in self.origin)
+        self.direction = tuple(float(d) for d in self.direction)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape[-3:])
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """The same geometry around another array of the same spatial shape."""
+        if tuple(array.shape[-3:]) != self.spatial_shape:
+            raise ValueError(f"shape {array.shape} does not fit geometry {self.spatial_shape}")
+        return Volume(array, self.spacing, self.origin, self.direction)
+
+    def geometry(self) -> dict:
+        """Plain-data geometry, JSON-serialisable."""
+        return {
+            "shape": list(self.spatial_shape),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": list(self.direction),
+        }
+
+    def geometry_mismatch(self, other: Volume, tolerance: float = GEOMETRY_TOLERANCE) -> str | None:
+        """Describe how ``other``'s grid differs from this one, or ``None`` when they agree."""
+        if other.spatial_shape != self.spatial_shape:
+            return f"shape {other.spatial_shape} != {self.spatial_shape}"
+        for name in ("spacing", "origin", "direction"):
+            a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
+            if not np.allclose(a, b, atol=tolerance, rtol=0):
+                return f"{name} {tuple(b.round(4))} != {tuple(a.round(4))}"
+        return None
+
+    def to_sitk(self) -> sitk.Image:
+        """A SimpleITK image (3D arrays only; write channels as separate files)."""
+        if self.array.ndim != 3:
+            raise ValueError("to_sitk needs a 3D array; split channels first")
+        image = sitk.GetImageFromArray(np.ascontiguousarray(self.array.transpose(2, 1, 0)))
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(self.origin)
+        image.SetDirection(self.direction)
+        return image
+
+    @classmethod
+    def from_sitk(cls, image: sitk.Image) -> Volume:
+        if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+            raise ValueError(
+                f"expected a 3D scalar image, got {image.GetDimension()}D with "
+                f"{image.GetNumberOfComponentsPerPixel()} component(s)"
+            )
+        array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+        return cls(np.ascontiguousarray(array), image.GetSpacing(), image.GetOrigin(),
+                   image.GetDirection())
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read one 3D image (NIfTI, MetaImage, NRRD, ... anything SimpleITK reads).
+
+    Raises:
+        VolumeReadError: the file is missing, unreadable or not a 3D scalar image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeReadError(f"{path}: no such file")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        # SimpleITK's message is a multi-line ITK trace; keep its last meaningful line.
+        detail = [line for line in str(error).splitlines() if line.strip()][-1:]
+        raise VolumeReadError(f"{path}: unreadable image ({' '.join(detail).strip()})") from None
+    try:
+        return Volume.from_sitk(image)
+    except ValueError as error:
+        raise VolumeReadError(f"{path}: {error}") from None
+
+
+def read_channels(paths: Sequence[str | os.PathLike]) -> Volume:
+    """Read one file per channel into a ``(C, x, y, z)`` image on the first file's grid.
+
+    Raises:
+        VolumeReadError: a file is unreadable or its grid differs from the first channel's.
+    """
+    volumes = [read_volume(p) for p in paths]
+    first = volumes[0]
+    for path, volume in zip(paths[1:], volumes[1:]):
+        mismatch = first.geometry_mismatch(volume)
+        if mismatch:
+            raise VolumeReadError(f"{path}: channel grid differs from {paths[0]}: {mismatch}")
+    stacked = np.stack([v.array.astype(np.float32, copy=False) for v in volumes])
+    return first.with_array(stacked)
+
+
+def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:
+    """Write a 3D volume atomically: a temporary file in the same folder, then a rename.
+
+    A reader (or a crash) never sees a half-written file under ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
+    return path

@@ -1,0 +1,65 @@
+import torch
+from torch import nn
+
+from volseg.engine import SegmentationModule
+
+NET = {"_target_": "volseg.models.UNet3D", "in_channels": 1, "out_channels": 3, "features": 2,
+       "num_levels": 2}
+LOSS = {"_target_": "volseg.losses.DiceCELoss"}
+ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 0.01}
+PLATEAU = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_": True}
+
+
+def _module(scheduler=None, **kwargs):
+    return SegmentationModule(
+        net=kwargs.get("net", NET), loss=LOSS, optimizer=ADAM, scheduler=scheduler,
+        class_names=["background", "a", "b"], preprocessing={"spacing": None},
+        inference={"tile_size": [8, 8, 8], "overlap": 0.5})
+
+
+def test_plateau_scheduler_monitors_val_loss():
+    config = _module(PLATEAU).configure_optimizers()
+    assert isinstance(config["lr_scheduler"]["scheduler"],
+                      torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert config["lr_scheduler"]["monitor"] == "val/loss"
+    assert config["optimizer"].param_groups[0]["lr"] == 0.01
+
+
+def test_no_scheduler_returns_the_optimizer():
+    assert isinstance(_module(None).configure_optimizers(), torch.optim.Adam)
+    assert isinstance(_module({}).configure_optimizers(), torch.optim.Adam)
+
+
+def test_hyperparameters_are_plain_data():
+    def plain(value):
+        if isinstance(value, dict):
+            return all(isinstance(k, str) and plain(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return all(plain(v) for v in value)
+        return value is None or isinstance(value, (str, int, float, bool))
+
+    assert plain(dict(_module(PLATEAU).hparams))
+
+
+class _DeepSupervised(nn.Module):
+    """Returns full resolution first, then a half-resolution map."""
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [y, y[..., ::2, ::2, ::2]]
+
+
+def test_sliding_window_uses_the_full_resolution_output(monkeypatch):
+    import volseg.models
+
+    monkeypatch.setattr(volseg.models, "DeepSupervised", _DeepSupervised, raising=False)
+    module = _module(net={"_target_": "volseg.models.DeepSupervised"}).eval()
+    image = torch.rand(1, 1, 12, 10, 9)
+    with torch.no_grad():
+        logits = module.predict_logits(image)
+        expected = module.net.conv(image)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)

@@ -14,5 +14,6 @@ def test_allowed_targets_build():
 def test_other_targets_are_refused_before_anything_runs(target):
     config = {"_target_": "volseg.losses.WeightedSum",
               "losses": [{"_target_": target, "_args_": ["echo pwned"]}], "weights": [1.0]}
-    with pytest.raises(UntrustedTargetError, match=f"refusing to build '{target}' at losses\\[0\\]"):
+    message = f"refusing to build '{target}' at losses\\[0\\]"
+    with pytest.raises(UntrustedTargetError, match=message):
         check_targets(config)

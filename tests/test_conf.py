@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = ["data", "model", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger",
-          "debug", "paths", "hydra"]
+          "debug", "experiment", "paths", "hydra"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 # Trainers that need hardware this machine may not have are composed, not built.
 NEEDS_GPU = {("trainer", "gpu"), ("trainer", "ddp")}

@@ -76,3 +76,23 @@ def test_checkpoint_alone_rebuilds_the_model(finished_run):
     state = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=False)
     for name, tensor in module.state_dict().items():
         torch.testing.assert_close(tensor, state["state_dict"][name])
+
+
+def test_evaluating_a_checkpoint_reproduces_its_metrics(finished_run, tmp_path,
+                                                        shared_data_dir):
+    from tests.conftest import FAST, compose_config
+
+    _, metrics, _ = finished_run
+    cfg = compose_config("train", tmp_path, [*FAST, "train=false",
+                                             f"ckpt_path={metrics['best_model_path']}"],
+                         data_dir=shared_data_dir)
+    again = volseg.train(cfg)
+    for name in ("val/dice_organ", "val/dice_lesion", "test/dice_organ", "test/loss"):
+        assert again[name] == pytest.approx(metrics[name], abs=1e-6)
+
+
+def test_bf16_mixed_precision_with_clipping_and_accumulation(train_config):
+    cfg = train_config("debug=fdr", "trainer.precision=bf16-mixed",
+                       "trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2")
+    metrics = volseg.train(cfg)
+    assert np.isfinite(metrics["val/loss"])

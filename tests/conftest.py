@@ -22,6 +22,7 @@ FAST = [
     "data.layout.num_cases=6",
     "data.layout.size_mm=[96,96,64]",
     "data.patch_size=[32,32,16]",
+    "module.inference.tile_size=[48,48,28]",
     "data.samples_per_epoch=8",
     "data.batch_size=2",
     "data.num_workers=0",

@@ -63,3 +63,14 @@ def test_sliding_window_uses_the_full_resolution_output(monkeypatch):
         logits = module.predict_logits(image)
         expected = module.net.conv(image)
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_channels_last_changes_layout_not_results():
+    torch.manual_seed(0)
+    plain = _module()
+    fast = SegmentationModule(**{**plain.hparams, "channels_last": True})
+    fast.load_state_dict(plain.state_dict())
+    conv = next(m for m in fast.net.modules() if isinstance(m, nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    image = torch.rand(2, 1, 8, 12, 16)
+    torch.testing.assert_close(fast(image), plain(image), atol=1e-5, rtol=1e-4)

@@ -9,6 +9,7 @@ from hydra.utils import instantiate
 from monai.losses import DiceLoss as MonaiDiceLoss
 from omegaconf import OmegaConf
 
+from tests.losses.random_inputs import random_logits_labels
 from volseg.losses import DiceLoss
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
@@ -17,10 +18,7 @@ SHAPE = (2, 4, 5, 6, 7)
 
 
 def _inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(SHAPE, generator=gen) * 2
-    labels = torch.randint(0, SHAPE[1], (SHAPE[0], *SHAPE[2:]), generator=gen)
-    return logits, labels
+    return random_logits_labels(SHAPE, seed)
 
 
 @pytest.mark.parametrize(

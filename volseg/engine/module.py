@@ -33,6 +33,8 @@ class SegmentationModule(pl.LightningModule):
             ``batch_size``, ``mode`` (``gaussian`` or ``constant``).
         scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
         scheduler_frequency: epochs between scheduler steps (match validation frequency).
+        channels_last: keep weights and inputs in the channels-last 3D memory layout, which
+            oneDNN (CPU) and cuDNN convolutions run faster on.
     """
 
     def __init__(
@@ -46,10 +48,13 @@ class SegmentationModule(pl.LightningModule):
         inference: Mapping,
         scheduler_monitor: str = "val/loss",
         scheduler_frequency: int = 1,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net: nn.Module = instantiate_trusted(net)
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
         self.loss: nn.Module = instantiate_trusted(loss)
         self.class_names = list(class_names)
         self.preprocessor = Preprocessor.from_dict(preprocessing)
@@ -59,7 +64,7 @@ class SegmentationModule(pl.LightningModule):
         self.test_dice = DiceMetric(num_classes, include_background=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        return self.net(image)
+        return self.net(image.contiguous(memory_format=self.memory_format))
 
     def predict_logits(
         self, image: torch.Tensor, progress: Callable[[int, int], None] | None = None
@@ -67,7 +72,7 @@ class SegmentationModule(pl.LightningModule):
         """Whole-volume logits ``(N, K, x, y, z)`` by Gaussian-weighted sliding window."""
 
         def full_resolution(tiles: torch.Tensor) -> torch.Tensor:
-            output = self.net(tiles)
+            output = self(tiles)
             # Deep-supervision networks return several scales; the first is full resolution.
             return output[0] if isinstance(output, (list, tuple)) else output
 
@@ -84,7 +89,7 @@ class SegmentationModule(pl.LightningModule):
     # --- steps --------------------------------------------------------------------------------
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self.net(batch["image"]), batch["label"])
+        loss = self.loss(self(batch["image"]), batch["label"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch["image"].shape[0])
         return loss

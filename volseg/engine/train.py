@@ -78,8 +78,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
     )
 
 
-def _floats(results: list[dict]) -> dict[str, float]:
-    merged: dict[str, float] = {}
+def _floats(results: list[dict]) -> dict[str, float | None]:
+    """Lightning's result dicts as plain floats; NaN (undefined metric) becomes JSON null."""
+    merged: dict[str, float | None] = {}
     for result in results:
         for name, value in result.items():
             value = float(value)

@@ -12,11 +12,15 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from rich.progress import MofNCompleteColumn, Progress
 
 from volseg.io import Volume, read_channels, write_volume
+
+if TYPE_CHECKING:  # the engine imports inference; inference imports the engine only lazily
+    from volseg.engine.module import SegmentationModule
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +28,13 @@ VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 _CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
 
 
-def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu"):  # noqa: ANN201
+def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> SegmentationModule:
     """Rebuild a trained `SegmentationModule` from its checkpoint alone, in eval mode.
 
     The stored network and loss configs are built only from allow-listed modules
     (`volseg.trusted`).
     """
-    from volseg.engine.module import SegmentationModule  # the engine sits above inference
+    from volseg.engine.module import SegmentationModule
 
     path = Path(ckpt_path)
     if not path.is_file():

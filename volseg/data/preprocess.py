@@ -50,7 +50,8 @@ class Preprocessor:
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITY_SCHEMES:
             raise ValueError(
-                f"preprocessing.intensity must be one of {INTENSITY_SCHEMES}, got {self.intensity!r}"
+                f"preprocessing.intensity must be one of {INTENSITY_SCHEMES}, "
+                f"got {self.intensity!r}"
             )
         if self.spacing is not None:
             self.spacing = [float(s) for s in self.spacing]
@@ -149,6 +150,15 @@ class Preprocessor:
         return F.interpolate(
             probabilities[None], size=shape, mode="trilinear", align_corners=False
         )[0]
+
+    @classmethod
+    def restore_labels(cls, logits: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """uint8 label map on the original ``shape`` from ``(K, x', y', z')`` logits.
+
+        Softmax, then `restore` the probabilities, then argmax.
+        """
+        probabilities = torch.softmax(logits.float(), dim=0)
+        return cls.restore(probabilities, shape).argmax(0).to(torch.uint8)
 
 
 def _same_spacing(spacing: Sequence[float], target: Sequence[float]) -> bool:

@@ -108,10 +108,8 @@ class SegmentationModule(pl.LightningModule):
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
         """Scores the prediction in the original geometry, where the annotation lives."""
         logits = self._evaluate(batch, "test")
-        probabilities = torch.softmax(logits[0].float(), dim=0)
         original = batch["original_label"]
-        restored = Preprocessor.restore(probabilities, original.shape[-3:])
-        prediction = restored.argmax(0).to(torch.uint8)
+        prediction = Preprocessor.restore_labels(logits[0], original.shape[-3:])
         self.test_dice.update(prediction[None], original)
         return {
             "case_id": batch["case_id"],

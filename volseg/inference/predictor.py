@@ -130,9 +130,8 @@ class Predictor:
         pre = self.module.preprocessor.image(image.with_array(array))
         tensor = torch.from_numpy(pre.array)[None].to(self.device)
         logits = self.module.predict_logits(tensor, progress)
-        probabilities = torch.softmax(logits[0].float(), dim=0)
-        restored = self.module.preprocessor.restore(probabilities, image.spatial_shape)
-        labels = restored.argmax(0).to(torch.uint8).cpu().numpy()
+        labels = self.module.preprocessor.restore_labels(logits[0], image.spatial_shape)
+        labels = labels.cpu().numpy()
         return Volume(labels, image.spacing, image.origin, image.direction)
 
     def predict_file(

@@ -22,7 +22,7 @@ _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
 
 class DecathlonLayout(DatasetLayout):
-    """Cases of an nnU-Net v2 raw dataset folder (``imagesTr`` + ``labelsTr`` + ``dataset.json``)."""
+    """Cases of an nnU-Net v2 raw dataset: ``imagesTr`` + ``labelsTr`` + ``dataset.json``."""
 
     def __init__(self, root: str | Path) -> None:
         super().__init__(root)

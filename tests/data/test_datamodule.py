@@ -46,3 +46,14 @@ def test_num_classes_checked_against_dataset_json(train_config):
     dm.layout.prepare()
     with pytest.raises(ValueError, match="data.num_classes=4 but .* defines 3 classes"):
         dm.cases()
+
+
+def test_epoch_length_and_worker_processes(train_config):
+    dm = instantiate(train_config("data.samples_per_epoch=12", "data.batch_size=3",
+                                  "data.num_workers=1").data)
+    dm.prepare_data()
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(loader) == 4 and loader.num_workers == 1
+    batches = list(loader)
+    assert len(batches) == 4 and batches[0]["image"].shape[0] == 3

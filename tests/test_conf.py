@@ -22,9 +22,8 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
     override = [] if group in ("hydra",) else [f"{group}={option}"]
     cfg = compose_config("train", tmp_path, override)
     node = cfg.get(group) if group != "debug" else None
-    if group == "model":
-        net = instantiate(cfg.model, in_channels=1, out_channels=3, features=2)
-        assert net(torch.zeros(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    if group == "model":  # forward/backward of every model: tests/models/test_all_models.py
+        assert isinstance(instantiate(cfg.model), torch.nn.Module)
     elif group == "loss":
         loss = instantiate(cfg.loss)
         value = loss(torch.randn(1, 3, 4, 4, 4), torch.randint(0, 3, (1, 4, 4, 4)))

@@ -6,6 +6,7 @@ activation name means the same thing in UNet3D as in the residual networks.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 NORMS = ("batch", "instance", "group", "none")
@@ -122,3 +123,205 @@ class ConvNormAct(nn.Sequential):
         if dropout > 0:
             layers.append(nn.Dropout3d(dropout))
         super().__init__(*layers)
+
+
+class BasicBlock3d(nn.Module):
+    """Residual block of two 3x3x3 convolutions, He et al. 2016 (CVPR) Fig. 2 left, in 3D as in
+    Hara et al. 2018 (CVPR) and MedicalNet (Chen et al. 2019); used by ResNet-18 and -34.
+
+    ``x -> conv-norm-act -> conv-norm -> + shortcut(x) -> act``. The shortcut is the identity
+    when shapes match, else a 1x1x1 convolution with stride plus norm (the paper's option B,
+    as torchvision and MONAI build it).
+
+    Args:
+        in_channels: input feature channels.
+        channels: width of both 3x3x3 convolutions; the output has ``channels * expansion``
+            (= ``channels``) channels.
+        stride: stride of the first convolution and of the shortcut (2 halves each size,
+            rounding up).
+        norm: see :func:`make_norm`; convolutions carry a bias only for "none".
+        act: see :func:`make_act`; applied after the first conv and after the addition.
+    """
+
+    expansion = 1
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        norm: str = "batch",
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        out_channels = channels * self.expansion
+        self.conv1 = ConvNormAct(in_channels, channels, 3, stride=stride, norm=norm, act=act)
+        # No activation before the addition: the residual branch must be able to go negative.
+        self.conv2 = ConvNormAct(channels, out_channels, 3, norm=norm, act="none")
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
+        self.act = make_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.conv1(x)) + self.shortcut(x))
+
+
+class Bottleneck3d(nn.Module):
+    """Bottleneck residual block, He et al. 2016 (CVPR) Fig. 5 right, in 3D; used by
+    ResNet-50/101.
+
+    ``1x1x1 conv (channels) -> 3x3x3 conv (channels) -> 1x1x1 conv (4 * channels)``, each
+    followed by norm and, except the last, the activation; the shortcut (identity or 1x1x1
+    conv + norm with stride) is added before the final activation. The stride sits on the
+    3x3x3 convolution (torchvision's "ResNet v1.5", also MedicalNet's choice) rather than on
+    the first 1x1x1 as in the paper: a strided 1x1x1 conv skips 7 of every 8 voxels unseen.
+    The parameter count is the same either way.
+
+    Args:
+        in_channels: input feature channels.
+        channels: width of the two inner convolutions; the output has ``4 * channels``.
+        stride: stride of the 3x3x3 convolution and of the shortcut.
+        norm: see :func:`make_norm`.
+        act: see :func:`make_act`.
+    """
+
+    expansion = 4
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        norm: str = "batch",
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        out_channels = channels * self.expansion
+        self.conv1 = ConvNormAct(in_channels, channels, 1, norm=norm, act=act)
+        self.conv2 = ConvNormAct(channels, channels, 3, stride=stride, norm=norm, act=act)
+        self.conv3 = ConvNormAct(channels, out_channels, 1, norm=norm, act="none")
+        self.shortcut = _shortcut(in_channels, out_channels, stride, norm)
+        self.act = make_act(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> nn.Module:
+    """Identity if the shapes match, else a strided 1x1x1 projection + norm (option B)."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Identity()
+    return ConvNormAct(in_channels, out_channels, 1, stride=stride, norm=norm, act="none")
+
+
+class SqueezeExcitation3d(nn.Module):
+    """Squeeze-and-excitation channel gate of Hu et al. 2018 (CVPR), Fig. 2, for 3D maps.
+
+    ``s = sigmoid(W2 relu(W1 z + b1) + b2)`` with ``z`` the per-channel mean over the spatial
+    axes (global average pooling); the output is ``x`` with channel ``c`` scaled by ``s[c]``.
+
+    Args:
+        channels: feature channels of the input (and output).
+        reduction: the bottleneck FC layer has ``max(1, channels // reduction)`` units (Hu et
+            al. use 16); the floor of 1 keeps narrow layers valid.
+    """
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        if channels < 1:
+            raise ValueError(f"channels must be >= 1, got {channels}")
+        if reduction < 1:
+            raise ValueError(f"reduction must be >= 1, got {reduction}")
+        hidden = max(1, channels // reduction)
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x):
+        z = x.mean(dim=tuple(range(2, x.ndim)))
+        s = self.fc2(nn.functional.relu(self.fc1(z))).sigmoid()
+        return x * s.reshape(*s.shape, *([1] * (x.ndim - 2)))
+
+
+class Res2NetBlock3d(nn.Module):
+    """3D Res2Net block of Gao et al. 2019 (TPAMI), Fig. 2(b) and Eq. 1, with the SE gate of
+    their Fig. 3.
+
+    A 1x1x1 conv-norm-act gives ``out_channels`` maps, split into ``scale`` groups
+    ``x_1..x_s`` of ``out_channels // scale`` channels. Following Eq. 1, ``y_1 = x_1``,
+    ``y_2 = K_2(x_2)`` and ``y_i = K_i(x_i + y_{i-1})`` for ``i > 2``, each ``K_i`` a 3x3x3
+    conv-norm-act, so group ``i`` sees receptive fields of 1 to ``i - 1`` stacked 3x3x3 convs.
+    The ``y_i`` are concatenated, fused by a 1x1x1 conv-norm, gated by squeeze-and-excitation,
+    added to the shortcut (identity, or a 1x1x1 conv-norm projection when the channels or the
+    stride change) and passed through the activation.
+
+    Unlike the ImageNet bottleneck, the hierarchy runs at the full ``out_channels`` width
+    (no 4x expansion): in a U-Net the block replaces a pair of plain convolutions of that width.
+    A ``stride`` > 1 sits on the first 1x1x1 conv and the projection, as in the original
+    ResNet bottleneck, so the hierarchy works on the downsampled grid.
+
+    Args:
+        in_channels: input feature channels.
+        out_channels: output feature channels; must be divisible by ``scale``.
+        scale: number of groups ``s`` (>= 2; 4 in Gao et al.).
+        stride: downsampling stride in voxels of the 1x1x1 input conv and the projection.
+        se_reduction: SE reduction ratio (see :class:`SqueezeExcitation3d`); 0 drops the gate.
+        norm: see :func:`make_norm`.
+        act: see :func:`make_act`; used inside the hierarchy and after the residual addition.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        scale: int = 4,
+        stride: int = 1,
+        se_reduction: int = 16,
+        norm: str = "batch",
+        act: str = "relu",
+    ) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+        if scale < 2:
+            raise ValueError(f"scale must be >= 2 (at least one hierarchical group), got {scale}")
+        if out_channels % scale:
+            raise ValueError(f"out_channels must be divisible by scale={scale}, got {out_channels}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if se_reduction < 0:
+            raise ValueError(f"se_reduction must be >= 0 (0 disables SE), got {se_reduction}")
+        _check_choice("norm", norm, NORMS)
+        _check_choice("act", act, ACTS)
+
+        self.scale = scale
+        width = out_channels // scale
+        self.reduce = ConvNormAct(in_channels, out_channels, 1, stride=stride, norm=norm, act=act)
+        # K_2..K_s; y_1 = x_1 has no convolution.
+        self.convs = nn.ModuleList(
+            ConvNormAct(width, width, 3, norm=norm, act=act) for _ in range(scale - 1)
+        )
+        # No activation before the addition, so the residual branch can output negatives.
+        self.fuse = ConvNormAct(out_channels, out_channels, 1, norm=norm, act="none")
+        self.se = SqueezeExcitation3d(out_channels, se_reduction) if se_reduction else nn.Identity()
+        if in_channels == out_channels and stride == 1:
+            self.shortcut: nn.Module = nn.Identity()
+        else:
+            self.shortcut = ConvNormAct(
+                in_channels, out_channels, 1, stride=stride, norm=norm, act="none"
+            )
+        self.act = make_act(act)
+
+    def forward(self, x):
+        import torch  # this module otherwise needs only torch.nn
+
+        xs = self.reduce(x).chunk(self.scale, dim=1)
+        ys = [xs[0]]
+        for i, conv in enumerate(self.convs, start=1):
+            ys.append(conv(xs[i] if i == 1 else xs[i] + ys[-1]))
+        out = self.se(self.fuse(torch.cat(ys, dim=1)))
+        return self.act(out + self.shortcut(x))

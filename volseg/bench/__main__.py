@@ -1,0 +1,36 @@
+"""``python -m volseg.bench <subcommand> ...``: one subcommand per benchmark module.
+
+A benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int``; adding one
+(``augment``, ``infer``, ``metrics``, ``data``) is one more entry in `SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help); modules are imported only when their subcommand runs.
+SUBCOMMANDS = {
+    "models": ("volseg.bench.models", "parameters, forward+backward time and peak memory "
+                                      "of every conf/model/*.yaml network"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: the command line), run the chosen benchmark, return its status."""
+    parser = argparse.ArgumentParser(prog="python -m volseg.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    modules = {}
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        modules[name] = module
+    args = parser.parse_args(argv)
+    return modules[args.command].run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

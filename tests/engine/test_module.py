@@ -74,3 +74,26 @@ def test_channels_last_changes_layout_not_results():
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
     image = torch.rand(2, 1, 8, 12, 16)
     torch.testing.assert_close(fast(image), plain(image), atol=1e-5, rtol=1e-4)
+
+
+VALID_NET = {"_target_": "volseg.models.UNet3D", "in_channels": 1, "out_channels": 3,
+             "features": 2, "num_levels": 2, "padding": "valid", "norm": "none"}
+
+
+def test_valid_padding_crops_the_target_and_pads_tiles():
+    """Çiçek's unpadded mode, one pooling: 20 -(2 convs)-> 16 -(pool)-> 8 -(2 convs)-> 4
+    -(up)-> 8 -(2 convs)-> 4 voxels per axis."""
+    module = SegmentationModule(
+        net=VALID_NET, loss=LOSS, optimizer=ADAM, scheduler=None,
+        class_names=["background", "a", "b"], preprocessing={"spacing": None},
+        inference={"tile_size": [20, 20, 20], "overlap": 0.5})
+    assert module.net.output_shape((20, 20, 20)) == (4, 4, 4)
+    image = torch.rand(1, 1, 20, 20, 20)
+    label = torch.randint(0, 3, (1, 20, 20, 20))
+    loss = module.training_step({"image": image, "label": label}, 0)
+    expected = module.loss(module(image), label[:, 8:12, 8:12, 8:12])  # the centre 4^3
+    torch.testing.assert_close(loss, expected)
+    module.eval()
+    with torch.no_grad():
+        logits = module.predict_logits(torch.rand(1, 1, 13, 11, 9))
+    assert logits.shape == (1, 3, 13, 11, 9)

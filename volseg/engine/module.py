@@ -7,12 +7,20 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from volseg.data.preprocess import Preprocessor
 from volseg.inference import sliding_window_inference
 from volseg.metrics import DiceMetric
 from volseg.trusted import instantiate_trusted
+
+
+def center_crop(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The central ``shape`` of ``volume``'s last three axes."""
+    starts = [(n - s) // 2 for n, s in zip(volume.shape[-3:], shape)]
+    return volume[..., starts[0]:starts[0] + shape[0], starts[1]:starts[1] + shape[1],
+                  starts[2]:starts[2] + shape[2]]
 
 
 class SegmentationModule(pl.LightningModule):
@@ -71,25 +79,49 @@ class SegmentationModule(pl.LightningModule):
     ) -> torch.Tensor:
         """Whole-volume logits ``(N, K, x, y, z)`` by Gaussian-weighted sliding window."""
 
+        tile_size = [int(t) for t in self.inference["tile_size"]]
+        margin = self._valid_margin(tile_size)
+
         def full_resolution(tiles: torch.Tensor) -> torch.Tensor:
+            if any(margin):  # unpadded convolutions: feed the context they consume
+                pad = [p for m in reversed(margin) for p in (m // 2, m - m // 2)]
+                tiles = F.pad(tiles, pad, mode="replicate")
             output = self(tiles)
             # Deep-supervision networks return several scales; the first is full resolution.
-            return output[0] if isinstance(output, (list, tuple)) else output
+            output = output[0] if isinstance(output, (list, tuple)) else output
+            if tuple(output.shape[-3:]) != tuple(tile_size):
+                raise ValueError(
+                    f"module.inference.tile_size={tile_size} gives a {tuple(output.shape[-3:])} "
+                    "network output; choose a tile the network maps onto itself"
+                )
+            return output
 
         return sliding_window_inference(
             full_resolution,
             image,
-            tile_size=self.inference["tile_size"],
+            tile_size=tile_size,
             overlap=self.inference.get("overlap", 0.5),
             mode=self.inference.get("mode", "gaussian"),
             batch_size=self.inference.get("batch_size", 1),
             progress=progress,
         )
 
+    def _valid_margin(self, tile_size: Sequence[int]) -> list[int]:
+        """Voxels per axis that a valid-padding network (``output_shape``) trims off a tile."""
+        output_shape = getattr(self.net, "output_shape", None)
+        if output_shape is None:
+            return [0, 0, 0]
+        return [t - o for t, o in zip(tile_size, output_shape(tile_size))]
+
     # --- steps --------------------------------------------------------------------------------
 
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(self(batch["image"]), batch["label"])
+        output = self(batch["image"])
+        label = batch["label"]
+        first = output[0] if isinstance(output, (list, tuple)) else output
+        if first.shape[-3:] != label.shape[-3:]:  # valid convolutions: score the centre only
+            label = center_crop(label, first.shape[-3:])
+        loss = self.loss(output, label)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch["image"].shape[0])
         return loss

@@ -97,3 +97,21 @@ def test_valid_padding_crops_the_target_and_pads_tiles():
     with torch.no_grad():
         logits = module.predict_logits(torch.rand(1, 1, 13, 11, 9))
     assert logits.shape == (1, 3, 13, 11, 9)
+
+
+def test_deep_supervision_trains_on_every_scale_and_predicts_one():
+    module = SegmentationModule(
+        net={"_target_": "volseg.models.ResidualUNet3D", "in_channels": 1, "out_channels": 3,
+             "features": 2, "num_levels": 3, "deep_supervision": True},
+        loss={"_target_": "volseg.losses.DeepSupervisionLoss",
+              "loss": {"_target_": "volseg.losses.DiceCELoss"}},
+        optimizer=ADAM, scheduler=None, class_names=["background", "a", "b"],
+        preprocessing={"spacing": None}, inference={"tile_size": [8, 8, 8]})
+    batch = {"image": torch.rand(2, 1, 8, 8, 8), "label": torch.randint(0, 3, (2, 8, 8, 8))}
+    assert isinstance(module(batch["image"]), list)
+    module.training_step(batch, 0).backward()
+    heads = [p for n, p in module.net.named_parameters() if p.grad is None]
+    assert heads == []  # every segmentation layer got a gradient
+    module.eval()
+    with torch.no_grad():
+        assert module.predict_logits(torch.rand(1, 1, 12, 8, 8)).shape == (1, 3, 12, 8, 8)

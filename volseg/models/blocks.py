@@ -239,7 +239,7 @@ class SqueezeExcitation3d(nn.Module):
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x.mean(dim=tuple(range(2, x.ndim)))
         s = self.fc2(nn.functional.relu(self.fc1(z))).sigmoid()
         return x * s.reshape(*s.shape, *([1] * (x.ndim - 2)))
@@ -316,9 +316,7 @@ class Res2NetBlock3d(nn.Module):
             )
         self.act = make_act(act)
 
-    def forward(self, x):
-        import torch  # this module otherwise needs only torch.nn
-
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         xs = self.reduce(x).chunk(self.scale, dim=1)
         ys = [xs[0]]
         for i, conv in enumerate(self.convs, start=1):

@@ -23,6 +23,20 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
+def check_network_args(
+    in_channels: int, out_channels: int, features: int, norm: str, act: str, dropout: float
+) -> None:
+    """Validate the arguments every volseg network takes; the ValueError names the argument."""
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                        ("features", features)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    _check_choice("norm", norm, NORMS)
+    _check_choice("act", act, ACTS)
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
 def group_count(channels: int, max_groups: int = _MAX_GROUPS) -> int:
     """Largest number of groups <= ``max_groups`` that divides ``channels`` exactly."""
     if channels < 1:

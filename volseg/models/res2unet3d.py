@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from volseg.models.blocks import ACTS, NORMS, Res2NetBlock3d
+from volseg.models.blocks import Res2NetBlock3d, check_network_args
 
 
 class Res2UNet3D(nn.Module):
@@ -75,10 +75,6 @@ class Res2UNet3D(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if out_channels < 1:
-            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
         if scale < 2:
             raise ValueError(f"scale must be >= 2, got {scale}")
         if features < 1 or features % scale:
@@ -86,16 +82,11 @@ class Res2UNet3D(nn.Module):
                 f"features must be a positive multiple of scale={scale} (each block splits its "
                 f"channels into scale groups), got {features}"
             )
+        check_network_args(in_channels, out_channels, features, norm, act, dropout)
         if num_levels < 2:
             raise ValueError(f"num_levels must be >= 2 (one pooling at least), got {num_levels}")
         if se_reduction < 0:
             raise ValueError(f"se_reduction must be >= 0 (0 disables SE), got {se_reduction}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if act not in ACTS:
-            raise ValueError(f"act must be one of {ACTS}, got {act!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
         self.in_channels = in_channels
         self.out_channels = out_channels

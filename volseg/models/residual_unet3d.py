@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from volseg.models.blocks import ACTS, NORMS, ConvNormAct, _check_choice, make_act, make_norm
+from volseg.models.blocks import ConvNormAct, check_network_args, make_act, make_norm
 
 # Fig. 1 has segmentation layers at the three highest-resolution decoder levels.
 _SEG_LEVELS = 3
@@ -133,20 +133,11 @@ class ResidualUNet3D(nn.Module):
         deep_supervision: bool = False,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if out_channels < 1:
-            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
-        if features < 1:
-            raise ValueError(f"features must be >= 1, got {features}")
+        check_network_args(in_channels, out_channels, features, norm, act, dropout)
         if num_levels < 2:
             raise ValueError(
                 f"num_levels must be >= 2 (one downsampling at least), got {num_levels}"
             )
-        _check_choice("norm", norm, NORMS)
-        _check_choice("act", act, ACTS)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if not isinstance(deep_supervision, bool):
             raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
 

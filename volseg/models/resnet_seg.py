@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from volseg.models.blocks import ACTS, NORMS, _check_choice, make_act, make_norm
+from volseg.models.blocks import check_network_args, make_act, make_norm
 from volseg.models.resnet_encoder import ResNetEncoder3d, check_input
 
 RESNET_SEG_DEPTHS = (50, 101)
@@ -60,18 +60,9 @@ class ResNetSeg(nn.Module):
         stem_kernel: int = 7,
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if out_channels < 1:
-            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+        check_network_args(in_channels, out_channels, features, norm, act, dropout)
         if depth not in RESNET_SEG_DEPTHS:
             raise ValueError(f"depth must be one of {RESNET_SEG_DEPTHS}, got {depth!r}")
-        if features < 1:
-            raise ValueError(f"features must be >= 1, got {features}")
-        _check_choice("norm", norm, NORMS)
-        _check_choice("act", act, ACTS)
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
         self.in_channels = in_channels
         self.out_channels = out_channels

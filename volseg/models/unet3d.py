@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from volseg.models.blocks import ACTS, NORMS, PADDINGS, ConvNormAct
+from volseg.models.blocks import PADDINGS, ConvNormAct, check_network_args
 
 
 class UNet3D(nn.Module):
@@ -68,22 +68,11 @@ class UNet3D(nn.Module):
         padding: str = "same",
     ) -> None:
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-        if out_channels < 1:
-            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
-        if features < 1:
-            raise ValueError(f"features must be >= 1, got {features}")
+        check_network_args(in_channels, out_channels, features, norm, act, dropout)
         if num_levels < 2:
             raise ValueError(f"num_levels must be >= 2 (one pooling at least), got {num_levels}")
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        if act not in ACTS:
-            raise ValueError(f"act must be one of {ACTS}, got {act!r}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
         self.in_channels = in_channels
         self.out_channels = out_channels

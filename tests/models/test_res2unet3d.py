@@ -1,12 +1,11 @@
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
+from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models.blocks import Res2NetBlock3d
 from volseg.models.res2unet3d import Res2UNet3D
 
@@ -130,16 +129,7 @@ def test_se_reduction_zero_removes_the_gates():
 
 
 def test_hydra_config_instantiates_with_constructor_defaults():
-    cfg = OmegaConf.merge(
-        {"data": {"in_channels": 2, "num_classes": 4}}, {"model": OmegaConf.load(CONFIG)}
-    )
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(Res2UNet3D).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    assert {k: node[k] for k in defaults} == defaults
+    node = resolved_config_with_defaults(CONFIG, Res2UNet3D, 2, 4)
     model = instantiate({**node, "features": 4, "num_levels": 2, "scale": 2})
     assert isinstance(model, Res2UNet3D)
     assert model(torch.zeros(1, 2, 4, 4, 4)).shape == (1, 4, 4, 4, 4)

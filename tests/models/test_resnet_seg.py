@@ -1,13 +1,12 @@
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from monai.networks.nets import resnet as monai_resnet
-from omegaconf import OmegaConf
 from torch import nn
 
+from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models.resnet_seg import ResNetSeg
 
 CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "resnet_seg.yaml"
@@ -148,16 +147,7 @@ def test_argument_validation(kwargs, match):
 
 
 def test_hydra_config_instantiates_with_constructor_defaults():
-    cfg = OmegaConf.merge(
-        {"data": {"in_channels": 2, "num_classes": 5}}, {"model": OmegaConf.load(CONFIG)}
-    )
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(ResNetSeg).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    assert {k: node[k] for k in defaults} == defaults
+    node = resolved_config_with_defaults(CONFIG, ResNetSeg, 2, 5)
     model = instantiate({**node, "features": 2})
     assert isinstance(model, ResNetSeg)
     assert model(torch.zeros(2, 2, 16, 16, 16)).shape == (2, 5, 16, 16, 16)

@@ -1,13 +1,12 @@
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from monai.networks.nets import resnet as monai_resnet
-from omegaconf import OmegaConf
 from torch import nn
 
+from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models.resunet import ResUNet
 
 CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "resunet.yaml"
@@ -163,16 +162,7 @@ def test_argument_validation(kwargs, match):
 
 
 def test_hydra_config_instantiates_with_constructor_defaults():
-    cfg = OmegaConf.merge(
-        {"data": {"in_channels": 1, "num_classes": 3}}, {"model": OmegaConf.load(CONFIG)}
-    )
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(ResUNet).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    assert {k: node[k] for k in defaults} == defaults
+    node = resolved_config_with_defaults(CONFIG, ResUNet, 1, 3)
     model = instantiate({**node, "features": 2})
     assert isinstance(model, ResUNet)
     assert model(torch.zeros(2, 1, 32, 32, 32)).shape == (2, 3, 32, 32, 32)

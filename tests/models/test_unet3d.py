@@ -1,12 +1,11 @@
-import inspect
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
+from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models import UNet3D
 
 CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "unet3d.yaml"
@@ -219,17 +218,7 @@ def test_argument_validation(kwargs, match):
 
 
 def test_hydra_config_instantiates_with_constructor_defaults():
-    cfg = OmegaConf.merge(
-        {"data": {"in_channels": 2, "num_classes": 4}}, {"model": OmegaConf.load(CONFIG)}
-    )
-    node = OmegaConf.to_container(cfg.model, resolve=True)
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(UNet3D).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    # Every constructor argument is in the YAML, with the paper default the class also uses.
-    assert {k: node[k] for k in defaults} == defaults
+    node = resolved_config_with_defaults(CONFIG, UNet3D, 2, 4)
     model = instantiate({**node, "features": 2, "num_levels": 2})
     assert isinstance(model, UNet3D)
     assert model(torch.zeros(1, 2, 4, 4, 4)).shape == (1, 4, 4, 4, 4)

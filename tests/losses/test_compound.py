@@ -1,8 +1,5 @@
 """DiceCELoss against MONAI, WeightedSum through Hydra, DeepSupervisionLoss by hand."""
 
-import inspect
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,7 +11,6 @@ from omegaconf import OmegaConf
 from tests.losses.random_inputs import random_logits_labels
 from volseg.losses import CrossEntropyLoss, DeepSupervisionLoss, DiceCELoss, DiceLoss, WeightedSum
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 SHAPE = (2, 3, 6, 5, 4)
 
 
@@ -61,12 +57,6 @@ def test_class_weights_weight_only_the_cross_entropy() -> None:
     assert ours.item() == pytest.approx((dice + ce).item(), abs=1e-5)
 
 
-def test_perfect_prediction_is_near_zero() -> None:
-    _, labels = _inputs(2)
-    logits = F.one_hot(labels, SHAPE[1]).movedim(-1, 1).float() * 50.0
-    assert DiceCELoss()(logits, labels).item() < 1e-3
-
-
 def test_ignored_voxels_get_zero_gradient_through_every_wrapper() -> None:
     logits, labels = _inputs(3)
     ignored = torch.rand(labels.shape, generator=torch.Generator().manual_seed(4)) < 0.4
@@ -82,15 +72,6 @@ def test_ignored_voxels_get_zero_gradient_through_every_wrapper() -> None:
     grad = logits.grad.movedim(1, -1)
     assert torch.all(grad[ignored] == 0)
     assert grad[~ignored].abs().sum() > 0
-
-
-def test_finite_under_bf16_autocast() -> None:
-    logits, labels = _inputs(5)
-    conv = torch.nn.Conv3d(SHAPE[1], SHAPE[1], 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = DiceCELoss()(conv(logits * 100), labels)
-    assert loss.dtype == torch.float32
-    assert torch.isfinite(loss)
 
 
 def test_weighted_sum_is_the_weighted_sum() -> None:
@@ -165,12 +146,3 @@ def test_deep_supervision_passes_a_tensor_through_and_checks_weights() -> None:
         custom([logits], labels)
     with pytest.raises(ValueError, match="weights"):
         DeepSupervisionLoss(base, weights=[1.0, -1.0])
-
-
-def test_config_lists_every_argument_with_its_default() -> None:
-    cfg = OmegaConf.load(CONF / "dice_ce.yaml")
-    params = inspect.signature(DiceCELoss).parameters
-    assert set(cfg) - {"_target_"} == set(params)
-    for name, param in params.items():
-        assert cfg[name] == param.default, name
-    assert isinstance(instantiate(cfg), DiceCELoss)

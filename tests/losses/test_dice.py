@@ -1,18 +1,12 @@
-"""DiceLoss against MONAI's DiceLoss, and its ignore/autocast/perfect-prediction behaviour."""
-
-import inspect
-from pathlib import Path
+"""DiceLoss against MONAI's DiceLoss and hand-worked values, and its ignore behaviour."""
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from monai.losses import DiceLoss as MonaiDiceLoss
-from omegaconf import OmegaConf
 
 from tests.losses.random_inputs import random_logits_labels
 from volseg.losses import DiceLoss
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
 # Non-cubic on purpose, so a transposed axis would change the result.
 SHAPE = (2, 4, 5, 6, 7)
 
@@ -61,13 +55,6 @@ def test_hand_worked_two_voxels() -> None:
     )
 
 
-def test_perfect_prediction_is_near_zero() -> None:
-    _, labels = _inputs(2)
-    logits = torch.nn.functional.one_hot(labels, SHAPE[1]).movedim(-1, 1).float() * 50.0
-    assert DiceLoss()(logits, labels).item() < 1e-3
-    assert DiceLoss(include_background=True, batch_dice=True)(logits, labels).item() < 1e-3
-
-
 @pytest.mark.parametrize("ignore_index", [255, 0, -1])
 def test_ignored_voxels_get_zero_gradient(ignore_index: int) -> None:
     logits, labels = _inputs(3)
@@ -111,17 +98,6 @@ def test_ignore_index_equals_dropping_the_voxels() -> None:
     )
 
 
-def test_finite_under_bf16_autocast() -> None:
-    logits, labels = _inputs(6)
-    conv = torch.nn.Conv3d(SHAPE[1], SHAPE[1], 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = DiceLoss()(conv(logits * 100), labels)
-    assert loss.dtype == torch.float32
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert torch.isfinite(conv.weight.grad).all()
-
-
 def test_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="smooth_dr"):
         DiceLoss(smooth_dr=-1)
@@ -130,12 +106,3 @@ def test_rejects_bad_arguments() -> None:
         DiceLoss()(logits, labels[:, :-1])
     with pytest.raises(ValueError, match="C >= 2"):
         DiceLoss()(logits[:, :1], labels)
-
-
-def test_config_lists_every_argument_with_its_default() -> None:
-    cfg = OmegaConf.load(CONF / "dice.yaml")
-    params = inspect.signature(DiceLoss).parameters
-    assert set(cfg) - {"_target_"} == set(params)
-    for name, param in params.items():
-        assert cfg[name] == param.default, name
-    assert isinstance(instantiate(cfg), DiceLoss)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from volseg.losses.cross_entropy import CrossEntropyLoss
-from volseg.losses.dice import DiceLoss
+from volseg.losses.dice import DiceLoss, non_negative
 
 
 def _check_weights(weights: Sequence[float], name: str) -> list[float]:
@@ -54,12 +54,8 @@ class DiceCELoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if dice_weight < 0:
-            raise ValueError(f"dice_weight must be >= 0, got {dice_weight}")
-        if ce_weight < 0:
-            raise ValueError(f"ce_weight must be >= 0, got {ce_weight}")
-        self.dice_weight = float(dice_weight)
-        self.ce_weight = float(ce_weight)
+        self.dice_weight = non_negative(dice_weight, "dice_weight")
+        self.ce_weight = non_negative(ce_weight, "ce_weight")
         self.dice = DiceLoss(
             include_background=include_background,
             batch_dice=batch_dice,

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 SUBCOMMANDS = {
     "models": ("volseg.bench.models", "parameters, forward+backward time and peak memory "
                                       "of every conf/model/*.yaml network"),
+    "metrics": ("volseg.bench.metrics", "HD, HD95, ASSD and surface Dice against MONAI, "
+                                        "SimpleITK and medpy on the same masks"),
 }
 
 

@@ -17,7 +17,6 @@ import contextlib
 import inspect
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -32,6 +31,8 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from volseg.bench.machine import machine_description
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 BENCH_IN_CHANNELS = 1
@@ -363,23 +364,6 @@ def _measure_catching(config: Mapping[str, Any], *args: Any) -> dict[str, Any]:
         return measure(config, *args)
     except Exception as error:  # noqa: BLE001 - every failure becomes a note in the table
         return {"note": _describe_failure(error)}
-
-
-def machine_description(device: str = "cpu", threads: int | None = None) -> str:
-    """One line: CPU model, torch version, CPU threads, and the GPU when ``device`` is CUDA."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = (f"CPU: {cpu} ({os.cpu_count()} logical cores), torch {torch.__version__}, "
-            f"{threads or torch.get_num_threads()} threads")
-    if device.startswith("cuda") and torch.cuda.is_available():
-        text += f", GPU: {torch.cuda.get_device_name(device)}"
-    return text
 
 
 def format_table(results: Sequence[ModelResult], size: int) -> str:

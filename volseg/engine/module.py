@@ -12,7 +12,7 @@ from torch import nn
 
 from volseg.data.preprocess import Preprocessor
 from volseg.inference import sliding_window_inference
-from volseg.metrics import DiceMetric
+from volseg.metrics import DiceMetric, HausdorffDistanceMetric, PerClassMean, SurfaceDiceMetric
 from volseg.trusted import instantiate_trusted
 
 
@@ -43,6 +43,9 @@ class SegmentationModule(pl.LightningModule):
         scheduler_frequency: epochs between scheduler steps (match validation frequency).
         channels_last: keep weights and inputs in the channels-last 3D memory layout, which
             oneDNN (CPU) and cuDNN convolutions run faster on.
+        surface_metrics: also score validation and test cases with HD95 and normalised
+            surface Dice (in mm, at the case's voxel spacing), besides Dice.
+        surface_tolerance_mm: surface Dice tolerance, one value or one per foreground class.
     """
 
     def __init__(
@@ -57,6 +60,8 @@ class SegmentationModule(pl.LightningModule):
         scheduler_monitor: str = "val/loss",
         scheduler_frequency: int = 1,
         channels_last: bool = False,
+        surface_metrics: bool = True,
+        surface_tolerance_mm: float | Sequence[float] = 2.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -67,9 +72,17 @@ class SegmentationModule(pl.LightningModule):
         self.class_names = list(class_names)
         self.preprocessor = Preprocessor.from_dict(preprocessing)
         self.inference = dict(inference)
+        self.val_metrics = self._metrics(surface_metrics, surface_tolerance_mm)
+        self.test_metrics = self._metrics(surface_metrics, surface_tolerance_mm)
+
+    def _metrics(self, surface: bool, tolerance_mm: float | Sequence[float]) -> nn.ModuleDict:
+        """Per-class accumulators by log name; foreground classes only."""
         num_classes = len(self.class_names)
-        self.val_dice = DiceMetric(num_classes, include_background=False)
-        self.test_dice = DiceMetric(num_classes, include_background=False)
+        metrics: dict[str, PerClassMean] = {"dice": DiceMetric(num_classes)}
+        if surface:
+            metrics["hd95"] = HausdorffDistanceMetric(num_classes, percentile=95)
+            metrics["nsd"] = SurfaceDiceMetric(num_classes, tolerance_mm)
+        return nn.ModuleDict(metrics)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.net(image.contiguous(memory_format=self.memory_format))
@@ -135,32 +148,39 @@ class SegmentationModule(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         logits = self._evaluate(batch, "val")
-        self.val_dice.update(logits.argmax(1), batch["label"])
+        spacing = batch["meta"]["preprocessed"]["spacing"]
+        for metric in self.val_metrics.values():
+            metric.update(logits.argmax(1), batch["label"], spacing)
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
         """Scores the prediction in the original geometry, where the annotation lives."""
         logits = self._evaluate(batch, "test")
         original = batch["original_label"]
         prediction = Preprocessor.restore_labels(logits[0], original.shape[-3:])
-        self.test_dice.update(prediction[None], original)
+        for metric in self.test_metrics.values():
+            metric.update(prediction[None], original, batch["meta"]["original"]["spacing"])
         return {
             "case_id": batch["case_id"],
             "prediction": prediction.cpu().numpy(),
             "geometry": batch["meta"]["original"],
         }
 
-    def _log_dice(self, metric: DiceMetric, stage: str) -> None:
-        per_class = metric.compute()
-        for name, value in zip(self.class_names[1:], per_class):
-            self.log(f"{stage}/dice_{name}", value, sync_dist=False)
-        self.log(f"{stage}/dice", per_class.nanmean(), prog_bar=stage == "val")
-        metric.reset()
+    def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
+        """Log ``<stage>/<metric>_<class>`` per foreground class and ``<stage>/<metric>``, the
+        mean over classes; then reset for the next epoch."""
+        for name, metric in metrics.items():
+            per_class = metric.per_class()
+            for class_name, value in zip(self.class_names[1:], per_class, strict=True):
+                self.log(f"{stage}/{name}_{class_name}", value)
+            self.log(f"{stage}/{name}", per_class.nanmean(), prog_bar=stage == "val"
+                     and name == "dice")
+            metric.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_dice(self.val_dice, "val")
+        self._log_metrics(self.val_metrics, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_dice(self.test_dice, "test")
+        self._log_metrics(self.test_metrics, "test")
 
     # --- optimisation -------------------------------------------------------------------------
 

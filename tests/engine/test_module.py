@@ -1,3 +1,4 @@
+import pytest
 import torch
 from torch import nn
 
@@ -12,9 +13,60 @@ PLATEAU = {"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "_partial_"
 
 def _module(scheduler=None, **kwargs):
     return SegmentationModule(
-        net=kwargs.get("net", NET), loss=LOSS, optimizer=ADAM, scheduler=scheduler,
-        class_names=["background", "a", "b"], preprocessing={"spacing": None},
-        inference={"tile_size": [8, 8, 8], "overlap": 0.5})
+        net=kwargs.pop("net", NET), loss=LOSS, optimizer=ADAM, scheduler=scheduler,
+        class_names=kwargs.pop("class_names", ["background", "a", "b"]),
+        preprocessing={"spacing": None}, inference={"tile_size": [8, 8, 8], "overlap": 0.5},
+        **kwargs)
+
+
+def _logged_metrics(module, pred, target, spacing) -> dict[str, float]:
+    logged = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))
+    module._update_metrics(module.val_metrics, pred, target, spacing)
+    module._log_metrics(module.val_metrics, "val")
+    return logged
+
+
+def test_logs_per_class_and_region_metrics():
+    # Class 1 is a 2x2x2 cube predicted exactly; class 2 a 2x2x2 cube predicted as class 1.
+    target = torch.zeros(1, 8, 8, 8, dtype=torch.long)
+    target[0, 1:3, 1:3, 1:3] = 1
+    target[0, 5:7, 5:7, 5:7] = 2
+    pred = target.clone()
+    pred[pred == 2] = 1
+    module = _module(regions={"both": [1, 2], "second": [2]})
+    logged = _logged_metrics(module, pred, target, [1.0, 1.0, 2.0])
+    # Class 1: pred 16 voxels, target 8, overlap 8 -> Dice 2*8/24. Class 2: missed -> 0.
+    assert logged["val/dice_a"] == pytest.approx(2 / 3)
+    assert logged["val/dice_b"] == 0.0
+    assert logged["val/dice"] == pytest.approx(1 / 3)
+    # The union of 1 and 2 is predicted exactly; region "second" is missed entirely.
+    assert logged["val/dice_region_both"] == 1.0
+    assert logged["val/hd95_region_both"] == 0.0
+    assert logged["val/nsd_region_both"] == 1.0
+    assert logged["val/dice_region_second"] == 0.0
+    # Missed entirely: the penalty is the image diagonal, sqrt(8^2 + 8^2 + 16^2) mm.
+    assert logged["val/hd95_region_second"] == pytest.approx((64 + 64 + 256) ** 0.5)
+
+
+def test_binary_segmentation_logs_its_one_class():
+    target = torch.zeros(1, 6, 6, 6, dtype=torch.long)
+    target[0, 2:4, 2:4, 2:4] = 1
+    module = _module(class_names=["background", "nodule"],
+                     net={**NET, "out_channels": 2})
+    logged = _logged_metrics(module, target, target, [1.0, 1.0, 1.0])
+    assert logged["val/dice_nodule"] == 1.0 and logged["val/dice"] == 1.0
+    assert logged["val/hd95_nodule"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("regions", "message"),
+    [({"kidney": [0, 1]}, "foreground classes"), ({"bad name": [1]}, "plain name"),
+     ({"empty": []}, "at least one label")],
+)
+def test_bad_regions_are_refused(regions, message):
+    with pytest.raises(ValueError, match=message):
+        _module(regions=regions)
 
 
 def test_plateau_scheduler_monitors_val_loss():

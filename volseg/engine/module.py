@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,24 @@ def center_crop(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     starts = [(n - s) // 2 for n, s in zip(volume.shape[-3:], shape)]
     return volume[..., starts[0]:starts[0] + shape[0], starts[1]:starts[1] + shape[1],
                   starts[2]:starts[2] + shape[2]]
+
+
+def _check_regions(
+    regions: Mapping[str, Sequence[int]], num_classes: int
+) -> dict[str, list[int]]:
+    """``module.regions`` as plain lists, after checking names and label values."""
+    checked = {}
+    for name, values in regions.items():
+        labels = [int(v) for v in values]
+        if not str(name).isidentifier() or not labels:
+            raise ValueError(f"module.regions.{name}: needs a plain name and at least one label")
+        if min(labels) < 1 or max(labels) >= num_classes:
+            raise ValueError(
+                f"module.regions.{name}: labels {labels} must be foreground classes "
+                f"1..{num_classes - 1}"
+            )
+        checked[str(name)] = labels
+    return checked
 
 
 class SegmentationModule(pl.LightningModule):
@@ -46,6 +65,9 @@ class SegmentationModule(pl.LightningModule):
         surface_metrics: also score validation and test cases with HD95 and normalised
             surface Dice (in mm, at the case's voxel spacing), besides Dice.
         surface_tolerance_mm: surface Dice tolerance, one value or one per foreground class.
+        regions: extra evaluation regions, name -> label values scored as one structure
+            (the KiTS23 regions: ``{kidney_and_masses: [1, 2, 3], masses: [2, 3]}``); logged as
+            ``<stage>/<metric>_region_<name>``.
     """
 
     def __init__(
@@ -62,6 +84,7 @@ class SegmentationModule(pl.LightningModule):
         channels_last: bool = False,
         surface_metrics: bool = True,
         surface_tolerance_mm: float | Sequence[float] = 2.0,
+        regions: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -72,17 +95,45 @@ class SegmentationModule(pl.LightningModule):
         self.class_names = list(class_names)
         self.preprocessor = Preprocessor.from_dict(preprocessing)
         self.inference = dict(inference)
+        self.regions = _check_regions(regions or {}, len(self.class_names))
+        if self.regions and surface_metrics and not np.isscalar(surface_tolerance_mm):
+            raise ValueError(
+                "module.surface_tolerance_mm must be one value when module.regions is set, "
+                f"got {surface_tolerance_mm}"
+            )
         self.val_metrics = self._metrics(surface_metrics, surface_tolerance_mm)
         self.test_metrics = self._metrics(surface_metrics, surface_tolerance_mm)
 
     def _metrics(self, surface: bool, tolerance_mm: float | Sequence[float]) -> nn.ModuleDict:
-        """Per-class accumulators by log name; foreground classes only."""
-        num_classes = len(self.class_names)
-        metrics: dict[str, PerClassMean] = {"dice": DiceMetric(num_classes)}
-        if surface:
-            metrics["hd95"] = HausdorffDistanceMetric(num_classes, percentile=95)
-            metrics["nsd"] = SurfaceDiceMetric(num_classes, tolerance_mm)
+        """Accumulators by log name: per foreground class, then one per region."""
+
+        def build(num_classes: int) -> dict[str, PerClassMean]:
+            metrics: dict[str, PerClassMean] = {"dice": DiceMetric(num_classes)}
+            if surface:
+                metrics["hd95"] = HausdorffDistanceMetric(num_classes, percentile=95)
+                metrics["nsd"] = SurfaceDiceMetric(num_classes, tolerance_mm)
+            return metrics
+
+        metrics = build(len(self.class_names))
+        for region in self.regions:
+            # A region is a binary problem: background vs the union of its labels.
+            metrics.update({f"{name}_region_{region}": m for name, m in build(2).items()})
         return nn.ModuleDict(metrics)
+
+    def _update_metrics(
+        self, metrics: nn.ModuleDict, pred: torch.Tensor, target: torch.Tensor,
+        spacing: Sequence[float],
+    ) -> None:
+        region_masks = {
+            region: (torch.isin(pred, values).long(), torch.isin(target, values).long())
+            for region, values in (
+                (r, torch.tensor(v, device=pred.device)) for r, v in self.regions.items()
+            )
+        }
+        for name, metric in metrics.items():
+            region = name.partition("_region_")[2]
+            masks = region_masks[region] if region else (pred, target)
+            metric.update(*masks, spacing)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.net(image.contiguous(memory_format=self.memory_format))
@@ -148,17 +199,16 @@ class SegmentationModule(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         logits = self._evaluate(batch, "val")
-        spacing = batch["meta"]["preprocessed"]["spacing"]
-        for metric in self.val_metrics.values():
-            metric.update(logits.argmax(1), batch["label"], spacing)
+        self._update_metrics(self.val_metrics, logits.argmax(1), batch["label"],
+                             batch["meta"]["preprocessed"]["spacing"])
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
         """Scores the prediction in the original geometry, where the annotation lives."""
         logits = self._evaluate(batch, "test")
         original = batch["original_label"]
         prediction = Preprocessor.restore_labels(logits[0], original.shape[-3:])
-        for metric in self.test_metrics.values():
-            metric.update(prediction[None], original, batch["meta"]["original"]["spacing"])
+        self._update_metrics(self.test_metrics, prediction[None], original,
+                             batch["meta"]["original"]["spacing"])
         return {
             "case_id": batch["case_id"],
             "prediction": prediction.cpu().numpy(),
@@ -167,13 +217,16 @@ class SegmentationModule(pl.LightningModule):
 
     def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
         """Log ``<stage>/<metric>_<class>`` per foreground class and ``<stage>/<metric>``, the
-        mean over classes; then reset for the next epoch."""
+        mean over classes, and ``<stage>/<metric>_region_<name>``; then reset."""
         for name, metric in metrics.items():
             per_class = metric.per_class()
-            for class_name, value in zip(self.class_names[1:], per_class, strict=True):
-                self.log(f"{stage}/{name}_{class_name}", value)
-            self.log(f"{stage}/{name}", per_class.nanmean(), prog_bar=stage == "val"
-                     and name == "dice")
+            if "_region_" in name:
+                self.log(f"{stage}/{name}", per_class[0])
+            else:
+                for class_name, value in zip(self.class_names[1:], per_class, strict=True):
+                    self.log(f"{stage}/{name}_{class_name}", value)
+                self.log(f"{stage}/{name}", per_class.nanmean(),
+                         prog_bar=stage == "val" and name == "dice")
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:

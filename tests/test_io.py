@@ -4,7 +4,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from volseg.io import Volume, VolumeReadError, read_channels, read_volume, write_volume
+from volseg.io import (
+    Volume,
+    VolumeReadError,
+    read_channels,
+    read_multichannel,
+    read_volume,
+    write_volume,
+)
 
 # An oblique direction: a 30 degree rotation about z (columns are the axis directions).
 _C, _S = np.cos(np.pi / 6), np.sin(np.pi / 6)
@@ -68,3 +75,59 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_volume(_volume(), tmp_path / "out.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+# --- one file holding every channel (4D NIfTI) ------------------------------------------------
+
+# A non-trivial NIfTI affine: axes permuted and flipped, anisotropic spacing, offset origin.
+_AFFINE_4D = np.array([[0.0, -2.0, 0.0, 10.0],
+                       [1.5, 0.0, 0.0, -20.0],
+                       [0.0, 0.0, 3.0, 5.0],
+                       [0.0, 0.0, 0.0, 1.0]])
+
+
+def nifti_affine(volume: Volume) -> np.ndarray:
+    """The RAS affine nibabel gives for ``volume``'s ITK (LPS) geometry (also used elsewhere)."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(volume.direction).reshape(3, 3) * np.asarray(volume.spacing)
+    affine[:3, 3] = volume.origin
+    return np.diag([-1, -1, 1, 1]) @ affine
+
+
+@pytest.mark.parametrize("layout", ["4d", "vector_5d", "plain_5d"])
+def test_read_multichannel_matches_nibabel(tmp_path, layout):
+    """Channels first, nibabel's values and affine, for each way a 4D file is stored."""
+    data = np.random.default_rng(0).normal(size=(5, 6, 7, 3)).astype(np.float32)
+    if layout == "4d":  # (x, y, z, C): what the Decathlon ships
+        image = nib.Nifti1Image(data, _AFFINE_4D)
+    else:  # (x, y, z, 1, C): the NIfTI vector layout, with or without its intent code
+        image = nib.Nifti1Image(data[:, :, :, None, :], _AFFINE_4D)
+        if layout == "vector_5d":
+            image.header.set_intent("vector")
+    nib.save(image, tmp_path / "c.nii.gz")
+    volume = read_multichannel(tmp_path / "c.nii.gz")
+    assert volume.array.shape == (3, 5, 6, 7) and volume.array.dtype == np.float32
+    np.testing.assert_array_equal(volume.array, data.transpose(3, 0, 1, 2))
+    np.testing.assert_allclose(nifti_affine(volume), _AFFINE_4D, atol=1e-5)
+
+
+def test_read_multichannel_geometry_equals_read_volume(tmp_path):
+    """A 4D file and its first channel saved as 3D read with identical geometry."""
+    data = np.arange(5 * 6 * 7 * 2, dtype=np.float32).reshape(5, 6, 7, 2)
+    nib.save(nib.Nifti1Image(data, _AFFINE_4D), tmp_path / "c4.nii.gz")
+    nib.save(nib.Nifti1Image(data[..., 0], _AFFINE_4D), tmp_path / "c3.nii.gz")
+    four, three = read_multichannel(tmp_path / "c4.nii.gz"), read_volume(tmp_path / "c3.nii.gz")
+    assert four.geometry_mismatch(three, tolerance=1e-6) is None
+    np.testing.assert_array_equal(four.array[0], three.array)
+    one = read_multichannel(tmp_path / "c3.nii.gz")  # a 3D file is one channel
+    assert one.array.shape == (1, 5, 6, 7) and one.geometry_mismatch(three) is None
+
+
+def test_read_multichannel_errors_name_the_file(tmp_path):
+    with pytest.raises(VolumeReadError, match="none.nii.gz: no such file"):
+        read_multichannel(tmp_path / "none.nii.gz")
+    # Two axes past the third with several entries each: not channels of one 3D grid.
+    nib.save(nib.Nifti1Image(np.zeros((3, 3, 3, 2, 2), np.float32), np.eye(4)),
+             tmp_path / "five.nii.gz")
+    with pytest.raises(VolumeReadError, match="five.nii.gz: expected a 3D image with channels"):
+        read_multichannel(tmp_path / "five.nii.gz")

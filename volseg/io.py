@@ -104,6 +104,18 @@ class Volume:
                    image.GetDirection())
 
 
+def _read_sitk(path: Path) -> sitk.Image:
+    """SimpleITK's image of ``path``, with its errors as one line naming the file."""
+    if not path.is_file():
+        raise VolumeReadError(f"{path}: no such file")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        # SimpleITK's message is a multi-line ITK trace; keep its last meaningful line.
+        detail = [line for line in str(error).splitlines() if line.strip()][-1:]
+        raise VolumeReadError(f"{path}: unreadable image ({' '.join(detail).strip()})") from None
+
+
 def read_volume(path: str | os.PathLike) -> Volume:
     """Read one 3D image (NIfTI, MetaImage, NRRD, ... anything SimpleITK reads).
 
@@ -111,14 +123,7 @@ def read_volume(path: str | os.PathLike) -> Volume:
         VolumeReadError: the file is missing, unreadable or not a 3D scalar image.
     """
     path = Path(path)
-    if not path.is_file():
-        raise VolumeReadError(f"{path}: no such file")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        # SimpleITK's message is a multi-line ITK trace; keep its last meaningful line.
-        detail = [line for line in str(error).splitlines() if line.strip()][-1:]
-        raise VolumeReadError(f"{path}: unreadable image ({' '.join(detail).strip()})") from None
+    image = _read_sitk(path)
     try:
         return Volume.from_sitk(image)
     except ValueError as error:
@@ -139,6 +144,43 @@ def read_channels(paths: Sequence[str | os.PathLike]) -> Volume:
             raise VolumeReadError(f"{path}: channel grid differs from {paths[0]}: {mismatch}")
     stacked = np.stack([v.array.astype(np.float32, copy=False) for v in volumes])
     return first.with_array(stacked)
+
+
+def read_multichannel(path: str | os.PathLike) -> Volume:
+    """Read one file holding every channel into a float32 ``(C, x, y, z)`` image.
+
+    For images stored as one 4D NIfTI ``(x, y, z, C)``, as the Medical Segmentation Decathlon
+    ships its multi-modal tasks (BraTS: FLAIR, T1w, T1gd, T2w). SimpleITK reads such a file as
+    a 4D scalar image, or as a 3D vector image when the header has the vector intent (or a 5D
+    ``(x, y, z, 1, C)`` one); all read the same here. A plain 3D file gives ``C = 1``.
+    Geometry is the first three axes' spacing, origin and direction, exactly as `read_volume`
+    gives them for a 3D file.
+
+    Raises:
+        VolumeReadError: the file is missing, unreadable or not a 3D image with channels.
+    """
+    path = Path(path)
+    image = _read_sitk(path)
+    size, dim = image.GetSize(), image.GetDimension()
+    components = image.GetNumberOfComponentsPerPixel()
+    # Axes past the third hold the channels: (C,) in 4D, (1, C) in the 5D vector layout.
+    vector = dim == 3 and components > 1
+    scalar_channels = dim in (3, 4, 5) and components == 1 and sum(n > 1 for n in size[3:]) <= 1
+    if not (vector or scalar_channels):
+        raise VolumeReadError(
+            f"{path}: expected a 3D image with channels, got size {size} with "
+            f"{components} component(s) per voxel"
+        )
+    array = sitk.GetArrayFromImage(image)  # (z, y, x, C) if vector, else (..., z, y, x)
+    if vector:
+        array = array.transpose(3, 2, 1, 0)
+    else:
+        array = array.reshape((-1, *array.shape[-3:])).transpose(0, 3, 2, 1)
+    direction = np.asarray(image.GetDirection()).reshape(dim, dim)[:3, :3]
+    return Volume(
+        np.ascontiguousarray(array, dtype=np.float32),
+        image.GetSpacing()[:3], image.GetOrigin()[:3], tuple(direction.ravel()),
+    )
 
 
 def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True) -> Path:

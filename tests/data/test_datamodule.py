@@ -1,6 +1,13 @@
+import json
+import logging
+
 import pytest
 import torch
 from hydra.utils import instantiate
+
+from tests.conftest import CONF_DIR, FAST, compose_config
+from volseg.data.cache import BadCasesError
+from volseg.io import read_volume, write_volume
 
 
 @pytest.fixture
@@ -57,3 +64,85 @@ def test_epoch_length_and_worker_processes(train_config):
     assert len(loader) == 4 and loader.num_workers == 1
     batches = list(loader)
     assert len(batches) == 4 and batches[0]["image"].shape[0] == 3
+
+
+def test_fold_jobs_share_the_test_set_and_partition_the_rest(train_config, tmp_path):
+    file = f"data.split.file={tmp_path / 'splits.json'}"
+    chosen = []
+    for fold in (None, 0, 1, 2):
+        selected = "data.fold=null" if fold is None else f"data.fold={fold}"
+        dm = instantiate(train_config(file, "data.split.folds=3", selected).data)
+        dm.prepare_data()
+        dm.setup("fit")
+        chosen.append(dm.split)
+    plain, *folds = chosen
+    assert all(split["test"] == plain["test"] for split in folds)
+    validation = [split["val"] for split in folds]
+    assert sorted(sum(validation, [])) == sorted(plain["train"] + plain["val"])
+    saved = json.loads((tmp_path / "splits.json").read_text())
+    assert saved["folds"] == validation and saved["settings"]["folds"] == 3
+
+
+def test_stratified_split_is_recorded(train_config, tmp_path):
+    dm = instantiate(train_config(f"data.split.file={tmp_path / 'splits.json'}",
+                                  "data.split.stratify=true").data)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert json.loads((tmp_path / "splits.json").read_text())["settings"]["stratify"] is True
+    assert all(dm.split[name] for name in ("train", "val", "test"))
+
+
+@pytest.fixture
+def damaged_config(tmp_path):
+    """``make(*overrides)``: the fast config on a private synthetic dataset whose case 2 has a
+    label value 7 (data.num_classes=3)."""
+    data_dir = tmp_path / "own_data"
+
+    def make(*overrides):
+        return compose_config("train", tmp_path, [*FAST, *overrides], data_dir=data_dir)
+
+    dm = instantiate(make().data)
+    dm.layout.prepare()
+    label = dm.cases()[2].label_path
+    volume = read_volume(label)
+    volume.array[0, 0, 0] = 7
+    write_volume(volume, label)
+    return make
+
+
+def test_bad_case_refuses_training_or_is_skipped(damaged_config, caplog):
+    dm = instantiate(damaged_config().data)
+    with pytest.raises(BadCasesError, match=r"synth_002.nii.gz: label values \[0, 1, 2, 7\]"):
+        dm.prepare_data()
+    dm = instantiate(damaged_config("data.skip_bad_cases=true").data)
+    with caplog.at_level(logging.WARNING):
+        dm.prepare_data()
+        dm.setup("fit")
+    assert "leaving out case synth_002" in caplog.text
+    assert [c.case_id for c in dm.cases()] == ["synth_000", "synth_001", "synth_003",
+                                               "synth_004", "synth_005"]
+    assert "synth_002" not in sum(dm.split.values(), [])
+    # Another process (a DDP rank) that only runs setup knows the bad case from the cache.
+    with pytest.raises(BadCasesError, match="synth_002"):
+        instantiate(damaged_config().data).setup("fit")
+    rank = instantiate(damaged_config("data.skip_bad_cases=true").data)
+    rank.setup("fit")
+    assert rank.split == dm.split
+
+
+@pytest.mark.parametrize("path", sorted(CONF_DIR.glob("data/*.yaml")), ids=lambda p: p.stem)
+def test_every_data_config_lists_every_setting(path):
+    """A user overrides any setting without `+`: each key is in every data config."""
+    import dataclasses
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from volseg.data.datamodule import SegmentationDataModule
+    from volseg.data.preprocess import Preprocessor
+
+    data = OmegaConf.load(path).data
+    arguments = set(inspect.signature(SegmentationDataModule).parameters)
+    assert arguments - set(data) == set()
+    fields = {f.name for f in dataclasses.fields(Preprocessor)} - {"spacing"}
+    assert fields - set(data.preprocessing) == set()

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -167,3 +168,24 @@ def test_deep_supervision_trains_on_every_scale_and_predicts_one():
     module.eval()
     with torch.no_grad():
         assert module.predict_logits(torch.rand(1, 1, 12, 8, 8)).shape == (1, 3, 12, 8, 8)
+
+
+def test_sparse_labels_score_annotated_voxels_only():
+    loss = {"_target_": "volseg.losses.DiceCELoss", "ignore_index": 255}
+    module = SegmentationModule(
+        net=NET, loss=loss, optimizer=ADAM, scheduler=None, class_names=["bg", "a", "b"],
+        preprocessing={"spacing": None}, inference={"tile_size": [8, 8, 8]}, ignore_index=255)
+    target = torch.zeros(1, 6, 6, 6, dtype=torch.long)
+    target[0, :3] = 1
+    pred = target.clone()
+    pred[0, 3:] = 1  # wrong, but only where the target is unannotated
+    target[0, 3:] = 255
+    logged = _logged_metrics(module, pred, target, [1.0, 1.0, 1.0])
+    assert logged["val/dice_a"] == 1.0
+    # Surfaces of a partly annotated case are unknown: no distance is recorded.
+    assert np.isnan(logged["val/hd95_a"])
+
+
+def test_loss_must_ignore_the_data_ignore_index():
+    with pytest.raises(ValueError, match="loss.ignore_index=255"):
+        _module(ignore_index=255)

@@ -96,3 +96,36 @@ def test_bf16_mixed_precision_with_clipping_and_accumulation(train_config):
                        "trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2")
     metrics = volseg.train(cfg)
     assert np.isfinite(metrics["val/loss"])
+
+
+def test_simulated_sparse_annotation_trains_end_to_end(tmp_path, shared_data_dir):
+    from tests.conftest import FAST, compose_config
+
+    overrides = [*FAST, "trainer.max_epochs=1", "data.ignore_index=255",
+                 "data.sparse_annotation={slices_per_axis:2,seed:0}", "loss=sparse_ce",
+                 "module.surface_metrics=false"]
+    cfg = compose_config("train", tmp_path, overrides, data_dir=shared_data_dir)
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    labels = next(iter(datamodule.train_dataloader()))["label"]
+    # Two slices per axis of a 32x32x16 patch are labelled, the rest is ignored.
+    assert 0.3 < (labels == 255).float().mean() < 0.95
+    assert set(labels.unique().tolist()) - {255} <= {0, 1, 2}
+    metrics = volseg.train(cfg)
+    assert 0.0 <= metrics["test/dice"] <= 1.0
+
+
+def test_sparse_annotation_without_ignore_index_is_refused(tmp_path, shared_data_dir):
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from tests.conftest import FAST, compose_config
+
+    cfg = compose_config("train", tmp_path, [*FAST, "data.sparse_annotation={slices_per_axis:2}"],
+                         data_dir=shared_data_dir)
+    # Hydra wraps the constructor's ValueError; its message names the key.
+    with pytest.raises(InstantiationException, match="data.ignore_index"):
+        instantiate(cfg.data)

@@ -17,12 +17,12 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from volseg.bench.machine import machine_description
+from volseg.bench.report import write_report
 from volseg.metrics import average_surface_distance, hausdorff_distance, surface_dice
 
 TOLERANCE_MM = 2.0
@@ -232,12 +232,7 @@ def run(args: argparse.Namespace) -> int:
             f"--spacing {' '.join(f'{s:g}' for s in args.spacing)} "
             f"--repeats {args.repeats}"
         )
-        path = Path(args.markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            f"# Surface-metric benchmark\n\nWritten by `{command}`.\n{header}.\n\n"
-            f"{__doc__.split(chr(10) + chr(10), 1)[1].strip()}\n\n{table}\n",
-            encoding="utf-8",
-        )
-        print(f"\nwrote {path}")
+        explanation = __doc__.split("\n\n", 1)[1].strip()
+        write_report(args.markdown, "Surface-metric benchmark", command, header, explanation,
+                     table)
     return 0

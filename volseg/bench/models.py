@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from volseg.bench.machine import machine_description
+from volseg.bench.report import write_report
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
 BENCH_IN_CHANNELS = 1
@@ -435,23 +436,17 @@ def run(args: argparse.Namespace) -> int:
         command = "python -m volseg.bench models " + " ".join(
             f"--{k} {v}" for k, v in (("size", args.size), ("repeats", args.repeats),
                                       ("device", args.device), ("threads", threads)))
-        text = (
-            "# Network benchmarks\n\n"
-            f"Written by `{command}`.\n"
-            f"{machine}; device {args.device}.\n\n"
+        write_report(
+            args.markdown, "Network benchmarks", command, f"{machine}; device {args.device}",
             f"Every network is built with {BENCH_IN_CHANNELS} input and {BENCH_OUT_CHANNELS} "
             "output channels; *parameters* counts trainable elements. *fwd+bwd s* is the median "
             "time of one training step (forward, mean-square loss, backward) on a 1×1×S³ "
             "patch after one untimed step; *peak MB* is the peak memory (resident set on CPU, "
             "allocated on CUDA) of that step above the built network, in MiB: activations, "
             "gradients, workspace. Each network runs in its own process. *Paper parameters* "
-            "builds the network with the channels the paper used.\n\n"
-            f"{table}\n"
+            "builds the network with the channels the paper used.",
+            table,
         )
-        path = Path(args.markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-        print(f"\nwrote {path}")
     return 0
 
 

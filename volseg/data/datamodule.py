@@ -1,25 +1,40 @@
-"""The shared LightningDataModule: layout -> preprocess -> cache -> split -> loaders."""
+"""The shared LightningDataModule: layout -> check + preprocess -> cache -> split -> loaders."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
-from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from volseg.data.adapters.base import Case, DatasetLayout
-from volseg.data.cache import CaseCache
+from volseg.data.cache import BadCasesError, CaseCache, CaseProblem
 from volseg.data.datasets import PatchDataset, VolumeDataset, collate_volume
+from volseg.data.fingerprint import (
+    fingerprint_path,
+    load_or_compute_fingerprint,
+    with_dataset_statistics,
+)
 from volseg.data.preprocess import Preprocessor
 from volseg.data.sampling import PatchSampler
-from volseg.data.splits import load_or_make_split
+from volseg.data.sparse import SparseAnnotation
+from volseg.data.splits import load_or_make_splits, select
 from volseg.io import Volume
+
+log = logging.getLogger(__name__)
 
 
 class SegmentationDataModule(pl.LightningDataModule):
     """One data module for every dataset; the layout adapter is the only per-dataset part.
+
+    `prepare_data` checks every case (see `volseg.data.cache.check_case`, the checks of
+    ``python -m volseg.verify``) and caches it preprocessed, in ``cache_workers`` processes.
+    A dataset with bad cases is refused with one error that lists them all, unless
+    ``skip_bad_cases`` leaves them out (with a warning each) of `cases` and of the splits.
+    `setup` reads (or makes, once) ``split.file`` and picks the plain train/val split or
+    cross-validation fold ``fold``; the test set is the same either way.
 
     Args:
         root: the dataset folder, in the layout's own structure.
@@ -33,10 +48,23 @@ class SegmentationDataModule(pl.LightningDataModule):
         num_workers: data loader worker processes (0 loads in the training process).
         preprocessing: intensity settings for `Preprocessor` (``intensity``, ``window``, ...).
         cache_dir: where preprocessed cases are kept.
-        split: ``val``/``test`` fractions, ``seed`` and ``file`` (the saved ``splits.json``).
+        split: ``val``/``test`` fractions, ``seed``, ``folds`` (cross-validation folds, 5),
+            ``stratify`` (spread each foreground class over the splits; see
+            `volseg.data.splits`) and ``file`` (the saved ``splits.json``).
         samples_per_epoch: training patches per epoch.
         foreground_fraction: share of patches centred on foreground (see `PatchSampler`).
         flip_prob: per-axis mirroring probability for training patches.
+        cache_workers: processes that build the cache; ``None`` for min(4, CPU cores), 0 or 1
+            to build in this process.
+        skip_bad_cases: train without the cases that fail their checks instead of refusing.
+        fold: cross-validation fold to train and validate on (``0..split.folds-1``), or
+            ``None`` for the plain train/val split.
+        ignore_index: label value of unannotated voxels (sparse annotation), allowed in label
+            files besides ``0..num_classes-1``; ``None`` for dense labels.
+        sparse_annotation: simulate sparse annotation on dense labels (Çiçek et al. 2016):
+            ``{slices_per_axis: k or [kx, ky, kz], seed: 0}``; training patches keep labels
+            only on those slices, the rest become ``ignore_index`` (which must be set).
+            Validation and test labels stay dense.
     """
 
     def __init__(
@@ -56,6 +84,11 @@ class SegmentationDataModule(pl.LightningDataModule):
         samples_per_epoch: int = 250,
         foreground_fraction: float = 0.33,
         flip_prob: float = 0.5,
+        cache_workers: int | None = None,
+        skip_bad_cases: bool = False,
+        fold: int | None = None,
+        ignore_index: int | None = None,
+        sparse_annotation: Mapping | None = None,
     ) -> None:
         super().__init__()
         if len(class_names) != num_classes:
@@ -72,18 +105,55 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.samples_per_epoch = samples_per_epoch
         self.split_settings = dict(split)
-        self.cache = CaseCache(cache_dir, self.layout, self.preprocessor, num_classes)
+        self.cache_workers = cache_workers
+        self.skip_bad_cases = skip_bad_cases
+        self.fold = fold
+        self.ignore_index = ignore_index
+        self.sparse = None
+        if sparse_annotation:
+            if ignore_index is None:
+                raise ValueError("data.sparse_annotation needs data.ignore_index (e.g. 255)")
+            self.sparse = SparseAnnotation(ignore_index=ignore_index, **sparse_annotation)
+        self.cache_dir = cache_dir
+        self.cache = self._make_cache()
         self.split: dict[str, list[str]] = {}
         self._cases: dict[str, Case] = {}
+        self._skipped: dict[str, list[CaseProblem]] = {}
+
+    def _make_cache(self) -> CaseCache:
+        return CaseCache(self.cache_dir, self.layout, self.preprocessor, self.num_classes,
+                         self.in_channels, self.ignore_index)
+
+    def ensure_statistics(self) -> None:
+        """Fill in dataset intensity statistics when the preprocessing needs them.
+
+        ``ct_percentile`` (nnU-Net's CT scheme) clips and normalises with the foreground
+        statistics of the whole dataset. They come from the dataset fingerprint
+        (``python -m volseg.plan`` writes it; computed here once if missing) and become part
+        of the preprocessing settings, hence of the cache key and of the checkpoint.
+        """
+        if not self.preprocessor.needs_statistics:
+            return
+        self.layout.prepare()
+        fingerprint = load_or_compute_fingerprint(
+            fingerprint_path(self.cache_dir), self.layout, self.cases(), self.num_classes,
+            self.preprocessor.orientation,
+        )
+        self.preprocessor = with_dataset_statistics(self.preprocessor, fingerprint)
+        self.cache = self._make_cache()
 
     # --- for notebooks, checks and tests ------------------------------------------------------
 
     def cases(self) -> list[Case]:
-        """Every case the layout lists, after checking it against the configuration."""
+        """Every case the layout lists, after checking the layout against the configuration.
+
+        Once `prepare_data` or `setup` ran, cases skipped as bad (``skip_bad_cases``) are left
+        out.
+        """
         if not self._cases:
             self._check_metadata()
             self._cases = {case.case_id: case for case in self.layout.list_cases()}
-        return list(self._cases.values())
+        return [c for c in self._cases.values() if c.case_id not in self._skipped]
 
     def load_case(self, case_id: str) -> tuple[Volume, Volume]:
         """``(image, label)`` of one case in its original geometry."""
@@ -106,25 +176,53 @@ class SegmentationDataModule(pl.LightningDataModule):
     # --- Lightning hooks ----------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Runs once per node: make the data available, preprocess and cache it."""
+        """Runs once per node: make the data available, check, preprocess and cache it.
+
+        Raises:
+            BadCasesError: cases failed their checks and ``skip_bad_cases`` is false.
+        """
         self.layout.prepare()
-        cases = self.cases()
-        with Progress(transient=True) as progress:
-            task = progress.add_task("preprocessing", total=None)
-            self.cache.build(cases, lambda case_id: progress.update(
-                task, description=f"preprocessing {case_id}", advance=1))
+        self.ensure_statistics()
+        problems = self.cache.build(self.cases(), self.cache_workers, self.skip_bad_cases)
+        self._skip(problems)
 
     def setup(self, stage: str | None = None) -> None:
+        """Runs in every process: pick this run's train/val/test cases from ``split.file``.
+
+        Raises:
+            BadCasesError: the cache recorded bad cases and ``skip_bad_cases`` is false.
+        """
+        self.ensure_statistics()
+        # Every process (each DDP rank) learns the bad cases from the cache's records.
+        problems = self.cache.recorded_problems(self.cases())
+        if problems and not self.skip_bad_cases:
+            raise BadCasesError(problems)
+        self._skip(problems)
         cases = self.cases()
         settings = self.split_settings
-        self.split = load_or_make_split(
+        classes = None
+        if settings.get("stratify", False):
+            classes = {c.case_id: self.cache.classes_present(c.case_id) for c in cases}
+        splits = load_or_make_splits(
             Path(settings["file"]),
             [c.case_id for c in cases],
             val_fraction=settings.get("val", 0.2),
             test_fraction=settings.get("test", 0.2),
             seed=settings.get("seed", 0),
             groups={c.case_id: c.group for c in cases if c.group},
+            folds=settings.get("folds", 5),
+            classes=classes,
+            excluded=self._skipped,
         )
+        self.split = select(splits, self.fold, settings.get("folds", 5))
+
+    def _skip(self, problems: Iterable[CaseProblem]) -> None:
+        """Leave the cases of ``problems`` out from now on, with one warning per problem."""
+        for problem in problems:
+            if problem not in self._skipped.setdefault(problem.case_id, []):
+                self._skipped[problem.case_id].append(problem)
+                log.warning("data.skip_bad_cases: leaving out case %s: %s", problem.case_id,
+                            problem)
 
     def _volumes(self, name: str, with_original: bool = False) -> DataLoader:
         cases = [self._cases[case_id] for case_id in self.split[name]]
@@ -136,7 +234,7 @@ class SegmentationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = PatchDataset(
-            self.cache, self.split["train"], self.sampler, self.samples_per_epoch
+            self.cache, self.split["train"], self.sampler, self.samples_per_epoch, self.sparse
         )
         return DataLoader(
             dataset,

@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.cache import CaseCache
 from volseg.data.sampling import PatchSampler
+from volseg.data.sparse import SparseAnnotation
 
 
 class PatchDataset(Dataset):
@@ -18,10 +19,16 @@ class PatchDataset(Dataset):
 
     Randomness comes from torch's generator, which Lightning seeds per worker and per epoch
     (``seed_everything(workers=True)``), so a seeded run draws the same patches again.
+    With ``sparse``, each patch keeps labels only on the case's simulated annotated slices.
     """
 
     def __init__(
-        self, cache: CaseCache, case_ids: Sequence[str], sampler: PatchSampler, length: int
+        self,
+        cache: CaseCache,
+        case_ids: Sequence[str],
+        sampler: PatchSampler,
+        length: int,
+        sparse: SparseAnnotation | None = None,
     ) -> None:
         if not case_ids:
             raise ValueError("no training cases: check data.root and data.split")
@@ -29,6 +36,7 @@ class PatchDataset(Dataset):
         self.case_ids = list(case_ids)
         self.sampler = sampler
         self.length = length
+        self.sparse = sparse
         self._locations: dict[str, dict[int, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -40,7 +48,16 @@ class PatchDataset(Dataset):
         image, label, _ = self.cache.load(case_id)
         if case_id not in self._locations:
             self._locations[case_id] = self.cache.locations(case_id)
-        image_patch, label_patch = self.sampler.sample(image, label, self._locations[case_id], rng)
+        annotate = None
+        if self.sparse is not None:
+            sparse, shape = self.sparse, label.shape
+
+            def annotate(patch: np.ndarray, start: Sequence[int]) -> np.ndarray:
+                return sparse.apply(patch.astype(np.int64), case_id, shape, start)
+
+        image_patch, label_patch = self.sampler.sample(
+            image, label, self._locations[case_id], rng, annotate
+        )
         return {
             "image": torch.from_numpy(image_patch),
             "label": torch.from_numpy(label_patch.astype(np.int64)),

@@ -6,7 +6,7 @@ own slab of them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -63,11 +63,18 @@ class PatchSampler:
         label: np.ndarray,
         locations: Mapping[int, np.ndarray],
         rng: np.random.Generator,
+        annotate: Callable[[np.ndarray, Sequence[int]], np.ndarray] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """A random ``(C, *patch)`` image patch and its ``(*patch)`` label patch."""
+        """A random ``(C, *patch)`` image patch and its ``(*patch)`` label patch.
+
+        ``annotate(label_patch, start)``, if given, rewrites the label patch before mirroring,
+        e.g. `volseg.data.sparse.SparseAnnotation.apply` to keep only annotated slices.
+        """
         start = self.start(label.shape, locations, rng)
         image_patch = crop(image, start, self.patch_size)
         label_patch = crop(label, start, self.patch_size)
+        if annotate is not None:
+            label_patch = annotate(label_patch, start)
         flips = [axis for axis in range(3) if rng.random() < self.flip_prob]
         if flips:
             image_patch = np.flip(image_patch, axis=[a + 1 for a in flips])

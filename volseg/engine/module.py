@@ -42,6 +42,19 @@ def _check_regions(
     return checked
 
 
+def _check_loss_ignores(loss: nn.Module, ignore_index: int | None) -> None:
+    """Refuse a loss that would train on unannotated voxels as if they were labelled."""
+    if ignore_index is None:
+        return
+    for part in loss.modules():
+        if hasattr(part, "ignore_index") and part.ignore_index != ignore_index:
+            raise ValueError(
+                f"data.ignore_index={ignore_index} but {type(part).__name__} has "
+                f"ignore_index={part.ignore_index}: set loss.ignore_index={ignore_index} "
+                "(loss.loss.ignore_index under deep_supervision)"
+            )
+
+
 class SegmentationModule(pl.LightningModule):
     """Wraps a network and a loss given as configs, so a checkpoint alone can rebuild both.
 
@@ -68,6 +81,9 @@ class SegmentationModule(pl.LightningModule):
         regions: extra evaluation regions, name -> label values scored as one structure
             (the KiTS23 regions: ``{kidney_and_masses: [1, 2, 3], masses: [2, 3]}``); logged as
             ``<stage>/<metric>_region_<name>``.
+        ignore_index: label of unannotated voxels (sparse annotation), or ``None``. The loss
+            must ignore the same value; metrics score annotated voxels only, and skip the
+            surface metrics of a case that has unannotated voxels (its surfaces are unknown).
     """
 
     def __init__(
@@ -85,6 +101,7 @@ class SegmentationModule(pl.LightningModule):
         surface_metrics: bool = True,
         surface_tolerance_mm: float | Sequence[float] = 2.0,
         regions: Mapping[str, Sequence[int]] | None = None,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -95,6 +112,8 @@ class SegmentationModule(pl.LightningModule):
         self.class_names = list(class_names)
         self.preprocessor = Preprocessor.from_dict(preprocessing)
         self.inference = dict(inference)
+        self.ignore_index = ignore_index
+        _check_loss_ignores(self.loss, ignore_index)
         self.regions = _check_regions(regions or {}, len(self.class_names))
         if self.regions and surface_metrics and not np.isscalar(surface_tolerance_mm):
             raise ValueError(
@@ -124,6 +143,13 @@ class SegmentationModule(pl.LightningModule):
         self, metrics: nn.ModuleDict, pred: torch.Tensor, target: torch.Tensor,
         spacing: Sequence[float],
     ) -> None:
+        surface = True
+        if self.ignore_index is not None:
+            ignored = target == self.ignore_index
+            if ignored.any():
+                # Counted as agreeing background: neither a hit nor a miss of any class.
+                pred, target = pred.masked_fill(ignored, 0), target.masked_fill(ignored, 0)
+                surface = False
         region_masks = {
             region: (torch.isin(pred, values).long(), torch.isin(target, values).long())
             for region, values in (
@@ -131,6 +157,8 @@ class SegmentationModule(pl.LightningModule):
             )
         }
         for name, metric in metrics.items():
+            if not surface and not isinstance(metric, DiceMetric):
+                continue
             region = name.partition("_region_")[2]
             masks = region_masks[region] if region else (pred, target)
             metric.update(*masks, spacing)
@@ -206,7 +234,9 @@ class SegmentationModule(pl.LightningModule):
         """Scores the prediction in the original geometry, where the annotation lives."""
         logits = self._evaluate(batch, "test")
         original = batch["original_label"]
-        prediction = Preprocessor.restore_labels(logits[0], original.shape[-3:])
+        # Caches written before traces existed only resampled: the original shape suffices.
+        trace = batch["meta"].get("trace") or original.shape[-3:]
+        prediction = Preprocessor.restore_labels(logits[0], trace)
         self._update_metrics(self.test_metrics, prediction[None], original,
                              batch["meta"]["original"]["spacing"])
         return {

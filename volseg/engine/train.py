@@ -72,6 +72,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
     Plain data is what lets ``load_from_checkpoint`` rebuild the module with no config at hand.
     """
     module_cfg = OmegaConf.to_container(cfg.module, resolve=True)
+    # Dataset statistics (ct_percentile) are part of the preprocessing the checkpoint keeps.
+    datamodule.ensure_statistics()
     return instantiate(
         module_cfg, preprocessing=datamodule.preprocessor.to_dict(), _recursive_=False,
         _convert_="all",

@@ -127,10 +127,13 @@ class Predictor:
             raise ValueError(
                 f"{name}: {array.shape[0]} channel(s), the model expects {self.in_channels}"
             )
-        pre = self.module.preprocessor.image(image.with_array(array))
+        image = image.with_array(array)
+        # The trace records reorientation, cropping and resizing, so all of it can be undone.
+        trace = self.module.preprocessor.trace(image)
+        pre = self.module.preprocessor.image(image, trace)
         tensor = torch.from_numpy(pre.array)[None].to(self.device)
         logits = self.module.predict_logits(tensor, progress)
-        labels = self.module.preprocessor.restore_labels(logits[0], image.spatial_shape)
+        labels = self.module.preprocessor.restore_labels(logits[0], trace)
         labels = labels.cpu().numpy()
         return Volume(labels, image.spacing, image.origin, image.direction)
 

@@ -17,6 +17,8 @@ SUBCOMMANDS = {
                                       "of every conf/model/*.yaml network"),
     "metrics": ("volseg.bench.metrics", "HD, HD95, ASSD and surface Dice against MONAI, "
                                         "SimpleITK and medpy on the same masks"),
+    "augment": ("volseg.bench.augment", "augmented training patches per second: volseg's one "
+                                        "composed resampling vs MONAI and TorchIO"),
     "data": ("volseg.bench.data", "cache build time (in-process vs worker processes) and "
                                   "training RSS for growing dataset sizes"),
 }

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from volseg.data.adapters.base import Case, DatasetLayout
+from volseg.data.augment import Augmentation, BatchAugmentation
 from volseg.data.cache import BadCasesError, CaseCache, CaseProblem
 from volseg.data.datasets import PatchDataset, VolumeDataset, collate_volume
 from volseg.data.fingerprint import (
@@ -54,6 +55,13 @@ class SegmentationDataModule(pl.LightningDataModule):
         samples_per_epoch: training patches per epoch.
         foreground_fraction: share of patches centred on foreground (see `PatchSampler`).
         flip_prob: per-axis mirroring probability for training patches.
+        augment: the other training augmentation (`volseg.data.augment`): each transform's
+            probability and range, flat keys (``rotation_prob``, ``rotation_deg``,
+            ``scale_prob``, ..., ``gamma_range``); ``None`` mirrors only.
+        augment_device: ``cpu`` augments each patch in the loader workers, from the whole
+            volume; ``gpu`` cuts plain patches and augments the whole batch on the training
+            device (`batch_augmentation`, applied by the module's ``on_after_batch_transfer``),
+            so one CPU core can feed a GPU; borders of rotated patches then read 0.
         cache_workers: processes that build the cache; ``None`` for min(4, CPU cores), 0 or 1
             to build in this process.
         skip_bad_cases: train without the cases that fail their checks instead of refusing.
@@ -89,6 +97,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         fold: int | None = None,
         ignore_index: int | None = None,
         sparse_annotation: Mapping | None = None,
+        augment: Mapping | None = None,
+        augment_device: str = "cpu",
     ) -> None:
         super().__init__()
         if len(class_names) != num_classes:
@@ -100,7 +110,17 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.in_channels = in_channels
         self.class_names = list(class_names)
         self.preprocessor = Preprocessor(spacing=spacing, **preprocessing)
-        self.sampler = PatchSampler(patch_size, foreground_fraction, flip_prob)
+        if augment_device not in ("cpu", "gpu"):
+            raise ValueError(f"data.augment_device must be cpu or gpu, got {augment_device!r}")
+        augmentation = Augmentation.from_config(augment, flip_prob)
+        label_fill = 0 if ignore_index is None else int(ignore_index)
+        # Batches augmented on the device; None when the loader workers augment each patch.
+        self.batch_augmentation: BatchAugmentation | None = None
+        if augment_device == "gpu":
+            self.batch_augmentation = BatchAugmentation(augmentation, label_fill)
+            augmentation = Augmentation.from_config(None, flip_prob=0.0)  # plain crops
+        self.sampler = PatchSampler(patch_size, foreground_fraction, augmentation=augmentation,
+                                    label_fill=label_fill)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.samples_per_epoch = samples_per_epoch

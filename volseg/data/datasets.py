@@ -20,6 +20,7 @@ class PatchDataset(Dataset):
     Randomness comes from torch's generator, which Lightning seeds per worker and per epoch
     (``seed_everything(workers=True)``), so a seeded run draws the same patches again.
     With ``sparse``, each patch keeps labels only on the case's simulated annotated slices.
+    Items are ``{"image": (C, *patch) float32, "label": (*patch) int64, "spacing": (3,) mm}``.
     """
 
     def __init__(
@@ -45,7 +46,8 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
         case_id = self.case_ids[rng.integers(len(self.case_ids))]
-        image, label, _ = self.cache.load(case_id)
+        image, label, meta = self.cache.load(case_id)
+        spacing = [float(s) for s in meta["preprocessed"]["spacing"]]
         if case_id not in self._locations:
             self._locations[case_id] = self.cache.locations(case_id)
         annotate = None
@@ -56,11 +58,13 @@ class PatchDataset(Dataset):
                 return sparse.apply(patch.astype(np.int64), case_id, shape, start)
 
         image_patch, label_patch = self.sampler.sample(
-            image, label, self._locations[case_id], rng, annotate
+            image, label, self._locations[case_id], rng, annotate, spacing
         )
         return {
             "image": torch.from_numpy(image_patch),
             "label": torch.from_numpy(label_patch.astype(np.int64)),
+            # mm per voxel: GPU augmentation (`BatchAugmentation`) rotates in physical space
+            "spacing": torch.tensor(spacing, dtype=torch.float64),
         }
 
 

@@ -1,7 +1,7 @@
 """Training patches cut from cached volumes: where to centre them, and the cut itself.
 
 Only the patch is ever touched: the cached arrays are memory-mapped, and a patch reads just its
-own slab of them.
+own slab of them (for a rotated or deformed patch, the bounding box of its source region).
 """
 
 from __future__ import annotations
@@ -9,21 +9,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
+import torch
+
+from volseg.data.augment import Augmentation, crop, resample_patch, sampling_offsets
+
+__all__ = ["PatchSampler", "crop"]
 
 
 class PatchSampler:
-    """Chooses patch centres, uniformly or on foreground, and cuts (padded) patches.
+    """Chooses patch centres, uniformly or on foreground, and cuts augmented patches.
 
     Args:
         patch_size: patch shape (x, y, z) in voxels.
         foreground_fraction: probability that a patch is centred on a foreground voxel (nnU-Net
             uses 0.33); the class is drawn uniformly among the classes present in the case,
             so a small lesion is seen as often as a large organ.
-        flip_prob: probability of mirroring the patch along each axis independently.
+        flip_prob: probability of mirroring the patch along each axis independently (used
+            when ``augmentation`` is ``None``; otherwise its ``spatial.flip_prob`` applies).
+        augmentation: spatial and intensity augmentation (`volseg.data.augment`); ``None``
+            mirrors only.
+        label_fill: label of voxels outside the volume (``ignore_index`` with sparse labels).
     """
 
     def __init__(
-        self, patch_size: Sequence[int], foreground_fraction: float = 0.33, flip_prob: float = 0.5
+        self, patch_size: Sequence[int], foreground_fraction: float = 0.33, flip_prob: float = 0.5,
+        augmentation: Augmentation | None = None, label_fill: int = 0,
     ) -> None:
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"data.patch_size must be three positive ints, got {patch_size}")
@@ -33,8 +43,8 @@ class PatchSampler:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
         self.patch_size = tuple(int(p) for p in patch_size)
         self.foreground_fraction = foreground_fraction
-        self.flip_prob = flip_prob
-
+        self.augmentation = augmentation or Augmentation.from_config(None, flip_prob)
+        self.label_fill = int(label_fill)
     def start(
         self,
         shape: Sequence[int],
@@ -64,37 +74,32 @@ class PatchSampler:
         locations: Mapping[int, np.ndarray],
         rng: np.random.Generator,
         annotate: Callable[[np.ndarray, Sequence[int]], np.ndarray] | None = None,
+        spacing: Sequence[float] = (1.0, 1.0, 1.0),
     ) -> tuple[np.ndarray, np.ndarray]:
         """A random ``(C, *patch)`` image patch and its ``(*patch)`` label patch.
 
-        ``annotate(label_patch, start)``, if given, rewrites the label patch before mirroring,
-        e.g. `volseg.data.sparse.SparseAnnotation.apply` to keep only annotated slices.
+        ``annotate(label_patch, start)``, if given, rewrites the label on the volume's grid
+        before mirroring and any other spatial transform, e.g.
+        `volseg.data.sparse.SparseAnnotation.apply` to keep only annotated slices.
+        ``spacing`` (mm) makes rotations and scaling physical on anisotropic voxels.
         """
         start = self.start(label.shape, locations, rng)
-        image_patch = crop(image, start, self.patch_size)
-        label_patch = crop(label, start, self.patch_size)
-        if annotate is not None:
-            label_patch = annotate(label_patch, start)
-        flips = [axis for axis in range(3) if rng.random() < self.flip_prob]
-        if flips:
-            image_patch = np.flip(image_patch, axis=[a + 1 for a in flips])
-            label_patch = np.flip(label_patch, axis=flips)
-        return np.ascontiguousarray(image_patch), np.ascontiguousarray(label_patch)
-
-
-def crop(array: np.ndarray, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
-    """Cut ``size`` voxels from ``start`` out of the last three axes, zero-padding outside.
-
-    Reads only the overlapping slab of ``array`` (cheap on memory-mapped arrays).
-    """
-    lead = array.shape[:-3]
-    out = np.zeros((*lead, *size), dtype=array.dtype)
-    src, dst = [], []
-    for begin, length, extent in zip(start, size, array.shape[-3:]):
-        lo, hi = max(begin, 0), min(begin + length, extent)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - begin, hi - begin))
-    out[(..., *dst)] = array[(..., *src)]
-    return out
+        params = self.augmentation.spatial.draw(rng, self.patch_size)
+        if params.resamples:
+            centre = [s + (p - 1) / 2 for s, p in zip(start, self.patch_size)]
+            offsets = sampling_offsets(params, self.patch_size, spacing)
+            image_t, label_t = resample_patch(image, label, centre, offsets, self.label_fill,
+                                              annotate)
+            image_patch, label_patch = image_t.numpy(), label_t.numpy()
+        else:  # mirroring alone needs no interpolation: a plain crop is exact and faster
+            image_patch = crop(image, start, self.patch_size)
+            label_patch = crop(label, start, self.patch_size, fill=self.label_fill)
+            if annotate is not None:
+                label_patch = annotate(label_patch, start)
+            flips = [axis for axis, flip in enumerate(params.flips) if flip]
+            if flips:
+                image_patch = np.flip(image_patch, axis=[a + 1 for a in flips])
+                label_patch = np.flip(label_patch, axis=flips)
+        image_patch = np.ascontiguousarray(image_patch, dtype=np.float32)
+        augmented = self.augmentation.intensity(torch.from_numpy(image_patch), rng)
+        return augmented.numpy(), np.ascontiguousarray(label_patch)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from volseg.data.augment import INTENSITY_TRANSFORMS, Augmentation
 from volseg.data.sampling import PatchSampler, crop
 
 
@@ -59,3 +60,23 @@ def test_flips_move_image_and_label_together():
 def test_bad_patch_size():
     with pytest.raises(ValueError, match="data.patch_size"):
         PatchSampler((8, 8))
+
+
+def test_annotation_is_applied_on_the_volume_grid_before_rotating():
+    shape = (24, 24, 16)
+    image = np.zeros((1, *shape), np.float32)
+    label = np.ones(shape, np.uint8)
+
+    def annotate(patch, start):  # only volume slice z = 7 is annotated
+        z = np.arange(start[2], start[2] + patch.shape[2])
+        return np.where((z == 7)[None, None, :], patch, 255).astype(np.int64)
+
+    # A rotation about z keeps z planes: the annotated plane must stay one whole z plane.
+    rotate = Augmentation.from_config(
+        {"rotation_prob": 1.0, "rotation_deg": [0, 0, 30], "scale_prob": 0.0,
+         **{f"{n}_prob": 0.0 for n in INTENSITY_TRANSFORMS}}, flip_prob=0.0)
+    sampler = PatchSampler((16, 16, 16), 0.0, augmentation=rotate, label_fill=255)
+    _, patch = sampler.sample(image, label, {}, np.random.default_rng(0), annotate)
+    assert set(np.unique(patch).tolist()) == {1, 255}
+    planes = np.flatnonzero((patch == 1).any(axis=(0, 1)))
+    assert planes.tolist() == [7] and (patch[:, :, 7] == 1).mean() > 0.9

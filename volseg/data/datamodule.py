@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
@@ -60,7 +61,7 @@ class SegmentationDataModule(pl.LightningDataModule):
             ``scale_prob``, ..., ``gamma_range``); ``None`` mirrors only.
         augment_device: ``cpu`` augments each patch in the loader workers, from the whole
             volume; ``gpu`` cuts plain patches and augments the whole batch on the training
-            device (`batch_augmentation`, applied by the module's ``on_after_batch_transfer``),
+            device (`batch_augmentation`, applied in ``on_after_batch_transfer``),
             so one CPU core can feed a GPU; borders of rotated patches then read 0.
         cache_workers: processes that build the cache; ``None`` for min(4, CPU cores), 0 or 1
             to build in this process.
@@ -251,6 +252,16 @@ class SegmentationDataModule(pl.LightningDataModule):
             dataset, batch_size=1, num_workers=min(self.num_workers, 1),
             collate_fn=collate_volume,
         )
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Augment training batches on the device when ``augment_device`` is ``gpu``.
+
+        Lightning calls this once a batch is on the training device; the data module owns it
+        because it owns the augmentation settings. Validation and test volumes pass unchanged.
+        """
+        if self.batch_augmentation is None or self.trainer is None or not self.trainer.training:
+            return batch
+        return self.batch_augmentation(batch)
 
     def train_dataloader(self) -> DataLoader:
         dataset = PatchDataset(

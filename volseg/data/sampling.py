@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from volseg.data.augment import Augmentation, crop, resample_patch, sampling_offsets
+from volseg.data.augment import Augmentation, control_offsets, crop, resample_patch
 
 __all__ = ["PatchSampler", "crop"]
 
@@ -87,9 +87,9 @@ class PatchSampler:
         params = self.augmentation.spatial.draw(rng, self.patch_size)
         if params.resamples:
             centre = [s + (p - 1) / 2 for s, p in zip(start, self.patch_size)]
-            offsets = sampling_offsets(params, self.patch_size, spacing)
-            image_t, label_t = resample_patch(image, label, centre, offsets, self.label_fill,
-                                              annotate)
+            control = control_offsets(params, self.patch_size, spacing)
+            image_t, label_t = resample_patch(image, label, centre, control, self.patch_size,
+                                              self.label_fill, annotate)
             image_patch, label_patch = image_t.numpy(), label_t.numpy()
         else:  # mirroring alone needs no interpolation: a plain crop is exact and faster
             image_patch = crop(image, start, self.patch_size)

@@ -207,19 +207,6 @@ class SegmentationModule(pl.LightningModule):
 
     # --- steps --------------------------------------------------------------------------------
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Augment training batches on the device when ``data.augment_device`` is ``gpu``.
-
-        The data module's ``batch_augmentation`` (`volseg.data.augment.BatchAugmentation`) is
-        ``None`` when the loader workers already augmented each patch; validation and test
-        volumes are never augmented.
-        """
-        trainer = self._trainer
-        if trainer is None or not trainer.training:
-            return batch
-        augment = getattr(trainer.datamodule, "batch_augmentation", None)
-        return batch if augment is None else augment(batch)
-
     def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         output = self(batch["image"])
         label = batch["label"]

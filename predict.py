@@ -1,7 +1,7 @@
 """Segment volumes with a trained checkpoint.
 
-`python predict.py ckpt_path=<model.ckpt> input=<file or folder> output=<folder>` writes one
-label map per input volume, with exactly the input's shape, spacing, origin and direction.
+`python predict.py ckpt_path=<model.ckpt> input=<file, folder or list> output=<folder>` writes
+one label map per input volume, with exactly the input's shape, spacing, origin and direction.
 Exits with status 1 when any case failed (the others are still written).
 """
 
@@ -9,7 +9,7 @@ import logging
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
 from volseg.inference.predictor import predict_cases
@@ -19,9 +19,15 @@ log = logging.getLogger("predict")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    # Plain lists for the list-valued options, not ListConfig.
+    options = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+               for key, value in cfg.items() if key not in ("paths", "hydra")}
     summary = predict_cases(
-        cfg.ckpt_path, cfg.input, cfg.output, device=cfg.device,
-        tile_size=cfg.tile_size, overlap=cfg.overlap, batch_size=cfg.batch_size,
+        options["ckpt_path"], cfg.input, cfg.output, device=cfg.device,
+        tile_size=options["tile_size"], overlap=cfg.overlap, batch_size=cfg.batch_size,
+        tta_axes=options["tta_axes"], mc_dropout=cfg.mc_dropout, uncertainty=cfg.uncertainty,
+        save_probabilities=cfg.save_probabilities,
+        keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
     )
     log.info("wrote %d prediction(s) to %s", len(summary["written"]), cfg.output)
     if summary["failed"]:

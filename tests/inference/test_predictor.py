@@ -7,47 +7,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import pytorch_lightning as pl
 
-from tests.test_io import OBLIQUE
-from volseg.engine import SegmentationModule
+from tests.inference.conftest import oblique_volume
 from volseg.inference.predictor import find_inputs, predict_cases
-from volseg.io import Volume, write_volume
+from volseg.io import write_volume
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """An untrained but complete checkpoint: what matters here is geometry, not accuracy."""
-    pl.seed_everything(0)
-    module = SegmentationModule(
-        net={"_target_": "volseg.models.UNet3D", "in_channels": 1, "out_channels": 3,
-             "features": 4, "num_levels": 2},
-        loss={"_target_": "volseg.losses.DiceCELoss"},
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True},
-        scheduler=None,
-        class_names=["background", "organ", "lesion"],
-        preprocessing={"spacing": [1.5, 1.5, 2.0], "intensity": "ct_window",
-                       "window": [-160.0, 240.0]},
-        inference={"tile_size": [16, 16, 8], "overlap": 0.5},
-    )
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
-    trainer.strategy.connect(module)
-    path = tmp_path_factory.mktemp("ckpt") / "model.ckpt"
-    trainer.save_checkpoint(path)
-    return path
-
-
-def _oblique_volume(shape=(23, 17, 9)) -> Volume:
-    rng = np.random.default_rng(0)
-    return Volume(rng.normal(0, 100, shape).astype(np.float32), (0.7, 1.1, 3.3),
-                  (-12.5, 40.0, -250.0), OBLIQUE)
-
-
 def test_prediction_has_the_input_geometry_exactly(checkpoint, tmp_path):
     """Odd shape, anisotropic spacing, oblique direction: checked with nibabel, not SimpleITK."""
-    source = write_volume(_oblique_volume(), tmp_path / "in" / "patient7.nii.gz")
+    source = write_volume(oblique_volume((23, 17, 9)), tmp_path / "in" / "patient7.nii.gz")
     summary = predict_cases(checkpoint, source, tmp_path / "out", device="cpu")
     assert summary["failed"] == []
     written, original = nib.load(tmp_path / "out" / "patient7.nii.gz"), nib.load(source)
@@ -57,7 +27,7 @@ def test_prediction_has_the_input_geometry_exactly(checkpoint, tmp_path):
 
 
 def test_folder_with_metaimage_and_channels(checkpoint, tmp_path):
-    volume = _oblique_volume((12, 12, 6))
+    volume = oblique_volume((12, 12, 6))
     write_volume(volume, tmp_path / "in" / "a.mha")
     write_volume(volume, tmp_path / "in" / "b_0000.nii.gz")
     cases = find_inputs(tmp_path / "in")
@@ -68,9 +38,9 @@ def test_folder_with_metaimage_and_channels(checkpoint, tmp_path):
 
 
 def test_bad_case_is_reported_and_the_rest_predicted(checkpoint, tmp_path):
-    write_volume(_oblique_volume((12, 12, 6)), tmp_path / "in" / "good.nii.gz")
+    write_volume(oblique_volume((12, 12, 6)), tmp_path / "in" / "good.nii.gz")
     (tmp_path / "in" / "broken.nii.gz").write_bytes(b"not a volume")
-    two = _oblique_volume((12, 12, 6))
+    two = oblique_volume((12, 12, 6))
     write_volume(two, tmp_path / "in" / "two_0000.nii.gz")
     write_volume(two, tmp_path / "in" / "two_0001.nii.gz")
     summary = predict_cases(checkpoint, tmp_path / "in", tmp_path / "out", device="cpu")
@@ -82,7 +52,7 @@ def test_bad_case_is_reported_and_the_rest_predicted(checkpoint, tmp_path):
 
 
 def test_output_inside_input_is_refused(checkpoint, tmp_path):
-    write_volume(_oblique_volume((12, 12, 6)), tmp_path / "in" / "a.nii.gz")
+    write_volume(oblique_volume((12, 12, 6)), tmp_path / "in" / "a.nii.gz")
     with pytest.raises(ValueError, match="inside the input folder"):
         predict_cases(checkpoint, tmp_path / "in", tmp_path / "in" / "pred", device="cpu")
 
@@ -94,14 +64,14 @@ def test_untrusted_checkpoint_is_refused(checkpoint, tmp_path):
     state["hyper_parameters"]["net"] = {"_target_": "os.system", "command": "echo pwned"}
     evil = tmp_path / "evil.ckpt"
     torch.save(state, evil)
-    write_volume(_oblique_volume((12, 12, 6)), tmp_path / "in" / "a.nii.gz")
+    write_volume(oblique_volume((12, 12, 6)), tmp_path / "in" / "a.nii.gz")
     with pytest.raises(ValueError, match="refusing to build 'os.system'"):
         predict_cases(evil, tmp_path / "in", tmp_path / "out", device="cpu")
 
 
 @pytest.mark.slow
 def test_cli_writes_predictions_and_exits_nonzero_on_failure(checkpoint, tmp_path):
-    write_volume(_oblique_volume((12, 12, 6)), tmp_path / "in" / "a.nii.gz")
+    write_volume(oblique_volume((12, 12, 6)), tmp_path / "in" / "a.nii.gz")
     command = [sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}",
                f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}",
                f"paths.log_dir={tmp_path / 'logs'}"]

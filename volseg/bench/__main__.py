@@ -19,6 +19,8 @@ SUBCOMMANDS = {
                                         "SimpleITK and medpy on the same masks"),
     "augment": ("volseg.bench.augment", "augmented training patches per second: volseg's one "
                                         "composed resampling vs MONAI and TorchIO"),
+    "infer": ("volseg.bench.infer", "sliding-window inference against MONAI's: probability "
+                                    "agreement, time and peak RSS, and a fast mode"),
     "data": ("volseg.bench.data", "cache build time (in-process vs worker processes) and "
                                   "training RSS for growing dataset sizes"),
 }

@@ -1,0 +1,205 @@
+"""predict options: mirroring TTA, ensembles, probability maps, MC dropout, largest component."""
+
+from __future__ import annotations
+
+import itertools
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from tests.inference.conftest import make_checkpoint, oblique_volume
+from volseg.inference.postprocess import keep_largest_component
+from volseg.inference.predictor import (
+    Predictor,
+    load_ensemble,
+    load_module,
+    mirrored_probabilities,
+    predict_cases,
+)
+from volseg.io import Volume, read_volume, write_volume
+
+
+def _volume(shape=(14, 12, 7), seed: int = 0) -> Volume:
+    return oblique_volume(shape, seed, (1.1, 1.3, 2.4))
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("folds")
+    return [make_checkpoint(folder / f"fold{i}.ckpt", seed=i) for i in range(2)]
+
+
+@pytest.fixture(scope="module")
+def dropout_checkpoint(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("drop") / "drop.ckpt", dropout=0.3)
+
+
+# --- test-time augmentation -------------------------------------------------------------------
+
+def test_mirroring_equals_the_manual_average_of_flipped_predictions():
+    torch.manual_seed(0)
+    # A random 3x3x3 convolution plus a position-dependent bias: not flip-equivariant.
+    conv = torch.nn.Conv3d(2, 3, 3, padding=1)
+    ramp = torch.linspace(-2, 2, 9)[:, None, None]
+
+    def net(x):
+        return conv(x) + ramp
+
+    image = torch.randn(1, 2, 9, 8, 7)
+    with torch.no_grad():
+        got = mirrored_probabilities(net, image, [0, 2])
+        # Reference in numpy: np.flip on the arrays, the four subsets of {x, z} listed by hand.
+        array = image.numpy()
+        expected = np.zeros((1, 3, 9, 8, 7))
+        for axes in [(), (2,), (4,), (2, 4)]:
+            flipped = torch.from_numpy(np.flip(array, axes).copy())
+            probabilities = torch.softmax(net(flipped), 1).numpy()
+            expected += np.flip(probabilities, axes) / 4
+        plain = mirrored_probabilities(net, image, None)
+    # float32 softmax of the same logits summed in another order: rounding only.
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-6)
+    assert (got - plain).abs().max() > 1e-3  # mirroring changed something
+
+
+def test_tta_axes_are_checked():
+    with pytest.raises(ValueError, match="tta_axes"):
+        mirrored_probabilities(lambda x: x, torch.zeros(1, 1, 2, 2, 2), [3])
+
+
+def test_predictor_tta_averages_flipped_whole_volume_predictions(checkpoint):
+    module = load_module(checkpoint)
+    image = _volume()
+    steps = []
+    got = Predictor(module, tta_axes=[0, 1, 2]).predict_all(
+        image, progress=lambda done, total: steps.append((done, total))).probabilities.array
+    # One report per tile (batch_size 1) over all 8 mirrorings, counting up to the total.
+    assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
+    assert {t for _, t in steps} == {len(steps)} and len(steps) % 8 == 0
+    pre = module.preprocessor
+    trace = pre.trace(image.with_array(image.array[None]))
+    tensor = torch.from_numpy(pre.image(image.with_array(image.array[None]), trace).array)[None]
+    expected = 0
+    with torch.no_grad():
+        for k in range(4):
+            for axes in itertools.combinations((2, 3, 4), k):
+                logits = module.predict_logits(tensor.flip(axes) if axes else tensor)
+                expected = expected + torch.softmax(logits, 1).flip(axes)[0] / 8
+    expected = pre.restore(expected, trace).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+# --- ensembles --------------------------------------------------------------------------------
+
+def test_ensemble_averages_the_members_probabilities(two_checkpoints):
+    image = _volume()
+    members = [Predictor(load_module(p)).predict_all(image).probabilities.array
+               for p in two_checkpoints]
+    assert np.abs(members[0] - members[1]).max() > 1e-3  # different networks
+    got = Predictor(load_ensemble(two_checkpoints)).predict_all(image)
+    # Restoring (linear interpolation, constant padding) is linear, so the order of averaging
+    # and restoring changes only rounding.
+    np.testing.assert_allclose(got.probabilities.array, (members[0] + members[1]) / 2, atol=1e-6)
+    np.testing.assert_array_equal(got.labels.array, got.probabilities.array.argmax(0))
+
+
+def test_ensemble_refuses_checkpoints_with_other_classes(two_checkpoints, tmp_path):
+    other = make_checkpoint(tmp_path / "other.ckpt", class_names=["background", "liver", "x"])
+    with pytest.raises(ValueError, match=r"other\.ckpt: class names"):
+        load_ensemble([two_checkpoints[0], other])
+
+
+# --- probability maps and Monte-Carlo dropout -------------------------------------------------
+
+def test_probability_map_is_4d_on_the_input_grid(two_checkpoints, tmp_path):
+    source = write_volume(_volume(), tmp_path / "in" / "p1.nii.gz")
+    summary = predict_cases(two_checkpoints, source, tmp_path / "out", device="cpu",
+                            save_probabilities=True)
+    assert summary["failed"] == []
+    probs = nib.load(tmp_path / "out" / "p1_probabilities.nii.gz")
+    labels = nib.load(tmp_path / "out" / "p1.nii.gz")
+    assert probs.shape == (14, 12, 7, 3)
+    np.testing.assert_allclose(probs.affine[:3], nib.load(source).affine[:3], atol=1e-5)
+    data = probs.get_fdata()
+    np.testing.assert_allclose(data.sum(-1), 1, atol=1e-5)
+    np.testing.assert_array_equal(data.argmax(-1), labels.get_fdata())
+
+
+def test_mc_dropout_switches_only_dropout_layers(dropout_checkpoint):
+    predictor = Predictor(load_module(dropout_checkpoint), mc_dropout=2)
+    layers = list(predictor.module.net.modules())
+    dropouts = [m for m in layers if isinstance(m, torch.nn.Dropout3d)]
+    norms = [m for m in layers if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert dropouts and norms
+    assert all(m.training for m in dropouts) and not any(m.training for m in norms)
+
+
+def test_mc_dropout_writes_the_entropy_of_the_mean(dropout_checkpoint, tmp_path):
+    source = write_volume(_volume(), tmp_path / "in" / "c.nii.gz")
+    summary = predict_cases(dropout_checkpoint, source, tmp_path / "out", device="cpu",
+                            mc_dropout=3, save_probabilities=True)
+    assert summary["failed"] == []
+    p = nib.load(tmp_path / "out" / "c_probabilities.nii.gz").get_fdata()
+    entropy = read_volume(tmp_path / "out" / "c_uncertainty.nii.gz")
+    assert entropy.geometry_mismatch(read_volume(source)) is None
+    np.testing.assert_allclose(entropy.array, -(p * np.log(np.clip(p, 1e-12, None))).sum(-1),
+                               atol=1e-4)
+
+
+def test_mc_dropout_variance_is_the_spread_of_the_passes(dropout_checkpoint):
+    module = load_module(dropout_checkpoint)
+    # An untrained network predicts nearly uniform probabilities; sharpen its logits so the
+    # passes differ measurably.
+    last = [m for m in module.net.modules() if isinstance(m, torch.nn.Conv3d)][-1]
+    last.weight.data.mul_(100)
+    image = _volume()
+    torch.manual_seed(3)
+    got = Predictor(module, mc_dropout=4, uncertainty="variance").predict_all(image)
+    # The same four passes by hand: same seed, one restored probability map per pass.
+    torch.manual_seed(3)
+    single = Predictor(module, mc_dropout=1)
+    passes = np.stack([single.predict_all(image).probabilities.array for _ in range(4)])
+    np.testing.assert_allclose(got.probabilities.array, passes.mean(0), atol=1e-5)
+    np.testing.assert_allclose(got.uncertainty.array, passes.var(0).mean(0), atol=1e-5)
+    assert got.uncertainty.array.max() > 1e-3  # the comparison above is not trivially 0 = 0
+
+
+def test_mc_dropout_needs_dropout_layers(checkpoint):
+    with pytest.raises(ValueError, match="no dropout layer"):
+        Predictor(load_module(checkpoint), mc_dropout=2)
+
+
+# --- largest connected component --------------------------------------------------------------
+
+def test_keep_largest_component_per_class_and_connectivity():
+    labels = np.zeros((10, 10, 10), np.uint8)
+    labels[0:3, 0:3, 0:3] = 1            # 27 voxels: class 1's largest
+    labels[6, 6, 6] = 1                  # isolated voxel: removed
+    labels[3, 3, 3] = 1                  # touches the cube by a corner only
+    labels[5:9, 0:2, 0:2] = 2            # 16 voxels: class 2's largest
+    labels[0, 8, 8] = 2
+    got26 = keep_largest_component(labels, [1, 2])
+    expected = labels.copy()
+    expected[6, 6, 6] = expected[0, 8, 8] = 0
+    np.testing.assert_array_equal(got26, expected)
+    got6 = keep_largest_component(labels, [1], connectivity=6)
+    expected6 = labels.copy()
+    expected6[6, 6, 6] = expected6[3, 3, 3] = 0
+    np.testing.assert_array_equal(got6, expected6)
+    # Only the chosen classes are touched; each kept class is one component afterwards.
+    np.testing.assert_array_equal(keep_largest_component(labels, [2])[6, 6, 6], 1)
+    assert ndimage.label(got26 == 1, np.ones((3, 3, 3)))[1] == 1
+
+
+def test_predictor_keep_largest_true_means_every_foreground_class(checkpoint):
+    predictor = Predictor(load_module(checkpoint), keep_largest=True)
+    assert predictor.keep_largest == [1, 2]
+    labels = predictor.predict(_volume((20, 18, 9))).array
+    for cls in (1, 2):
+        assert ndimage.label(labels == cls, np.ones((3, 3, 3)))[1] <= 1
+    with pytest.raises(ValueError, match="keep_largest_component"):
+        Predictor(load_module(checkpoint), keep_largest=[3])
+    with pytest.raises(ValueError, match="connectivity"):
+        Predictor(load_module(checkpoint), keep_largest=True, connectivity=8)

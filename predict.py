@@ -7,12 +7,15 @@ Exits with status 1 when any case failed (the others are still written).
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
+import rich
 from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
-from volseg.inference.predictor import predict_cases
+from volseg.evaluate import evaluate, summary_table
+from volseg.inference.predictor import load_module, predict_cases, volume_stem
 
 log = logging.getLogger("predict")
 
@@ -30,6 +33,17 @@ def main(cfg: DictConfig) -> None:
         keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
     )
     log.info("wrote %d prediction(s) to %s", len(summary["written"]), cfg.output)
+    if cfg.labels is not None and summary["written"]:
+        # Score what was just written against reference labels of the same names.
+        written = [volume_stem(Path(p)) for p in summary["written"]]
+        checkpoints = options["ckpt_path"]
+        first = checkpoints[0] if isinstance(checkpoints, list) else checkpoints
+        names = load_module(first).class_names  # metrics named as in training
+        report = evaluate(cfg.output, cfg.labels, Path(cfg.output) / "evaluation",
+                          num_classes=len(names), class_names=names,
+                          tolerance_mm=cfg.tolerance_mm, cases=written)
+        rich.print(summary_table(report))
+        summary["failed"] += report["failed"]
     if summary["failed"]:
         for case_id, reason in summary["failed"]:
             log.error("FAILED %s: %s", case_id, reason)

@@ -53,3 +53,40 @@ def test_predict_cli_takes_list_options(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
         "a.nii.gz", "a_probabilities.nii.gz"]
+
+
+@pytest.mark.slow
+def test_predict_cli_scores_against_labels(tmp_path):
+    """`labels=` scores only the written label maps (not the probability maps beside them)."""
+    import json
+
+    from tests.inference.conftest import make_checkpoint
+    from tests.inference.test_inputs import _volume
+    from volseg.io import write_volume
+
+    checkpoint = make_checkpoint(tmp_path / "model.ckpt", seed=0)
+    write_volume(_volume(), tmp_path / "in" / "a.nii.gz")
+    command = [sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}",
+               f"input={tmp_path / 'in'}", "save_probabilities=true", "device=cpu",
+               f"paths.log_dir={tmp_path / 'logs'}"]
+    first = subprocess.run([*command, f"output={tmp_path / 'first'}"], capture_output=True,
+                           text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    # The reference: the first prediction, with a block set to class 1.
+    from volseg.io import read_volume
+
+    predicted = read_volume(tmp_path / "first" / "a.nii.gz")
+    reference = predicted.with_array(predicted.array.copy())
+    reference.array[:3, :3, :3] = 1
+    write_volume(reference, tmp_path / "refs" / "a.nii.gz")
+    p, r = predicted.array == 1, reference.array == 1
+    expected = 2 * (p & r).sum() / (p.sum() + r.sum())
+    second = subprocess.run([*command, f"output={tmp_path / 'second'}",
+                             f"labels={tmp_path / 'refs'}"], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    report = json.loads((tmp_path / "second" / "evaluation" / "evaluation.json").read_text())
+    assert [c["case"] for c in report["cases"]] == ["a"] and report["failed"] == []
+    # The same model on the same input: Dice of class 1 by hand from the two files.
+    class_1 = list(report["cases"][0]["metrics"]["dice"].values())[0]
+    assert class_1 == pytest.approx(expected, abs=1e-6)

@@ -120,6 +120,7 @@ def evaluate(
     class_names: Sequence[str] | None = None,
     tolerance_mm: float = 2.0,
     images: str | Path | None = None,
+    cases: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score every prediction in ``pred`` against its reference in ``gt``; write the reports.
 
@@ -131,11 +132,15 @@ def evaluate(
         class_names: one per class, background first; ``None``: ``class_1``, ...
         tolerance_mm: surface Dice tolerance.
         images: folder of the images (nnU-Net ``_0000`` naming allowed) for overlays.
+        cases: score only these predictions (by case name), e.g. the label maps `predict.py`
+            just wrote beside its probability and uncertainty maps.
 
     Returns:
         The report written to ``evaluation.json``, plus ``failed``: ``[(case, reason)]``.
     """
     predictions, references = volume_files(pred), volume_files(gt)
+    if cases is not None:
+        predictions = {case: path for case, path in predictions.items() if case in set(cases)}
     if not predictions:
         raise FileNotFoundError(f"{pred}: no prediction files (pred)")
     failed = [(case, f"no reference in {gt}") for case in predictions if case not in references]

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
 from volseg.evaluate import evaluate, summary_table
-from volseg.inference.predictor import load_module, predict_cases, volume_stem
+from volseg.inference.predictor import predict_cases, volume_stem
 
 log = logging.getLogger("predict")
 
@@ -36,9 +36,7 @@ def main(cfg: DictConfig) -> None:
     if cfg.labels is not None and summary["written"]:
         # Score what was just written against reference labels of the same names.
         written = [volume_stem(Path(p)) for p in summary["written"]]
-        checkpoints = options["ckpt_path"]
-        first = checkpoints[0] if isinstance(checkpoints, list) else checkpoints
-        names = load_module(first).class_names  # metrics named as in training
+        names = summary["class_names"]  # metrics named as in training
         report = evaluate(cfg.output, cfg.labels, Path(cfg.output) / "evaluation",
                           num_classes=len(names), class_names=names,
                           tolerance_mm=cfg.tolerance_mm, cases=written)

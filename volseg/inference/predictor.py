@@ -339,7 +339,8 @@ def predict_cases(
     `Predictor`'s.
 
     Returns:
-        ``{"written": [paths], "failed": [(case_id, one-line reason)]}``.
+        ``{"written": [paths], "failed": [(case_id, one-line reason)], "class_names": [...]}``
+        (the checkpoints' class names, background first).
 
     Raises:
         ValueError: ``output`` is, or lies inside, an input folder (outputs never mix with,
@@ -372,4 +373,4 @@ def predict_cases(
                 message = str(error).splitlines()[0] if str(error) else type(error).__name__
                 failed.append((case.case_id, message))
                 log.error("%s: %s", case.case_id, message)
-    return {"written": written, "failed": failed}
+    return {"written": written, "failed": failed, "class_names": predictor.module.class_names}

@@ -29,7 +29,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     Writes ``metrics.json`` into ``cfg.paths.output_dir`` and returns the same dictionary:
     flat metric names (``val/dice``, ``test/dice_lesion``, ...) mapped to floats, plus
-    ``best_model_path``, ``epochs`` and ``wall_time_s``.
+    ``status`` (``"completed"``), ``best_model_path``, ``epochs``, ``parameters`` (trainable
+    parameters of the network) and ``wall_time_s``. A run that raises leaves
+    `write_failure`'s record there instead, when its caller writes one.
     """
     started = time.perf_counter()
     if cfg.get("seed") is not None:
@@ -57,13 +59,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("test", True):
         metrics.update(_floats(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)))
     metrics.update(
+        status="completed",
         best_model_path=str(ckpt_path or ""),
         epochs=trainer.current_epoch,
+        parameters=sum(p.numel() for p in module.net.parameters() if p.requires_grad),
         wall_time_s=round(time.perf_counter() - started, 1),
     )
     write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
     log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
+
+
+def write_failure(error: BaseException, output_dir: str | Path, wall_time_s: float) -> None:
+    """Record a run that raised in ``<output_dir>/metrics.json``: status, one-line error, time.
+
+    Sweeps go on past a failed job; this record is how `volseg.report` lists it as failed.
+    """
+    message = str(error).splitlines()[0] if str(error) else ""
+    write_json({"status": "failed", "error": f"{type(error).__name__}: {message}".rstrip(": "),
+                "wall_time_s": round(wall_time_s, 1)}, Path(output_dir) / "metrics.json")
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:

@@ -31,6 +31,7 @@ def main(cfg: DictConfig) -> None:
         tta_axes=options["tta_axes"], mc_dropout=cfg.mc_dropout, uncertainty=cfg.uncertainty,
         save_probabilities=cfg.save_probabilities,
         keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
+        precision=str(cfg.precision),
     )
     log.info("wrote %d prediction(s) to %s", len(summary["written"]), cfg.output)
     if cfg.labels is not None and summary["written"]:

@@ -203,3 +203,18 @@ def test_predictor_keep_largest_true_means_every_foreground_class(checkpoint):
         Predictor(load_module(checkpoint), keep_largest=[3])
     with pytest.raises(ValueError, match="connectivity"):
         Predictor(load_module(checkpoint), keep_largest=True, connectivity=8)
+
+
+# --- precision --------------------------------------------------------------------------------
+
+def test_bf16_autocast_stays_close_to_float32_and_bad_precision_is_refused(checkpoint):
+    volume = _volume()
+    full = Predictor(load_module(checkpoint), precision="32").predict_all(volume)
+    half = Predictor(load_module(checkpoint), precision="bf16").predict_all(volume)
+    # bf16 keeps 8 mantissa bits: probabilities move by well under 0.05, but they do move
+    # (identical maps would mean autocast never reached the network).
+    difference = np.abs(half.probabilities.array - full.probabilities.array).max()
+    assert 0 < difference < 0.05
+    assert half.probabilities.array.dtype == np.float32
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Predictor(load_module(checkpoint), precision="fp8")

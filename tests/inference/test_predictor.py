@@ -82,3 +82,18 @@ def test_cli_writes_predictions_and_exits_nonzero_on_failure(checkpoint, tmp_pat
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1
     assert "FAILED b" in done.stdout + done.stderr
+
+
+def test_in_place_softmax_and_slab_argmax_match_torch():
+    import torch
+
+    from volseg.inference.predictor import class_argmax, softmax_
+
+    logits = torch.randn(2, 5, 37, 6, 4, generator=torch.Generator().manual_seed(0)) * 30
+    expected = torch.softmax(logits, dim=1)
+    result = softmax_(logits)
+    assert result.data_ptr() == logits.data_ptr()  # no second class map was allocated
+    torch.testing.assert_close(result, expected, rtol=1e-6, atol=1e-7)
+    labels = class_argmax(expected[0], slab=5)  # 37 slices: the last slab is partial
+    assert labels.dtype == torch.uint8
+    assert torch.equal(labels.long(), expected[0].argmax(0))

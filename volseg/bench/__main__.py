@@ -1,7 +1,7 @@
 """``python -m volseg.bench <subcommand> ...``: one subcommand per benchmark module.
 
 A benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int``; adding one
-(``augment``, ``infer``, ``metrics``, ``data``) is one more entry in `SUBCOMMANDS`.
+(``augment``, ``infer``, ``predict``, ``metrics``, ``data``) is one more entry in `SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ SUBCOMMANDS = {
                                         "composed resampling vs MONAI and TorchIO"),
     "infer": ("volseg.bench.infer", "sliding-window inference against MONAI's: probability "
                                     "agreement, time and peak RSS, and a fast mode"),
+    "predict": ("volseg.bench.predict", "the whole predict.py on one large CT (default "
+                                        "512x512x400): wall time and peak memory"),
     "data": ("volseg.bench.data", "cache build time (in-process vs worker processes) and "
                                   "training RSS for growing dataset sizes"),
 }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from volseg.atomic import atomic_path
+
 
 def write_report(
     path: str | Path, title: str, command: str, machine: str, explanation: str, table: str
@@ -19,9 +21,10 @@ def write_report(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"# {title}\n\nWritten by `{command}`.\n{machine}.\n\n{explanation}\n\n{table}\n",
-        encoding="utf-8",
-    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            f"# {title}\n\nWritten by `{command}`.\n{machine}.\n\n{explanation}\n\n{table}\n",
+            encoding="utf-8",
+        )
     print(f"\nwrote {path}")
     return path

@@ -40,6 +40,11 @@ def volume_stem(path: Path) -> str | None:
 
 def dicom_series(folder: Path) -> list[str]:
     """The DICOM series IDs of the files directly inside ``folder`` (empty if none)."""
+    # GDCM prints a "No Series were found" warning for a folder of NIfTI files: only ask it
+    # when some file could be DICOM (``.dcm`` or any name that is not a volume or list file).
+    if not any(p.is_file() and not volume_stem(p) and not p.name.lower().endswith(LIST_SUFFIXES)
+               for p in folder.iterdir()):
+        return []
     return list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or [])
 
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:  # the engine imports inference; inference imports the engine 
 log = logging.getLogger(__name__)
 
 UNCERTAINTIES = ("entropy", "variance")
+# predict's `precision`: the autocast dtype of the network's forward passes (None: float32).
+PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 
 
 def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> SegmentationModule:
@@ -128,11 +130,30 @@ def mirrored_probabilities(
     for subset in subsets:
         dims = [2 + a for a in subset]
         flipped = image.flip(dims) if dims else image
-        probabilities = torch.softmax(logits_of(flipped).float(), dim=1)
+        probabilities = softmax_(logits_of(flipped).float())
         probabilities = probabilities.flip(dims) if dims else probabilities
         total = probabilities if total is None else total.add_(probabilities)
     assert total is not None
     return total.div_(len(subsets))
+
+
+def softmax_(logits: Tensor, dim: int = 1) -> Tensor:
+    """Softmax over ``dim``, in place: whole-volume class maps are the largest arrays of a
+    prediction, and an out-of-place softmax would hold two of them at once."""
+    logits -= logits.amax(dim, keepdim=True)
+    return logits.exp_().div_(logits.sum(dim, keepdim=True))
+
+
+def class_argmax(probabilities: Tensor, slab: int = 16) -> Tensor:
+    """uint8 ``argmax`` over the classes of ``(K, x, y, z)``, slab by slab along x.
+
+    A whole-volume ``argmax`` returns int64, 8 bytes per voxel (840 MB for a 512x512x400 CT)
+    before the cast; slabs keep that to a few slices.
+    """
+    labels = torch.empty(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
+    for start in range(0, labels.shape[0], slab):
+        labels[start:start + slab] = probabilities[:, start:start + slab].argmax(0)
+    return labels
 
 
 @dataclass
@@ -167,6 +188,9 @@ class Predictor:
         keep_largest: classes (label values) that keep only their largest connected
             component; ``True`` for every foreground class; ``None`` for none.
         connectivity: 26 or 6 (see `keep_largest_component`).
+        precision: ``"32"``, or ``"bf16"``/``"16"``: run the network under autocast in that
+            dtype (faster where the hardware has it, e.g. bf16 on recent GPUs); stitching,
+            softmax and averaging stay float32.
     """
 
     def __init__(
@@ -181,7 +205,11 @@ class Predictor:
         uncertainty: str = "entropy",
         keep_largest: bool | Sequence[int] | None = None,
         connectivity: int = 26,
+        precision: str = "32",
     ) -> None:
+        if str(precision) not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.autocast_dtype = PRECISIONS[str(precision)]
         self.modules = [module] if isinstance(module, nn.Module) else list(module)
         self.device = torch.device(device)
         overrides = {"tile_size": tile_size, "overlap": overlap, "batch_size": batch_size}
@@ -241,7 +269,9 @@ class Predictor:
             def report(done: int, total: int, first: int = finished) -> None:
                 progress(first * total + done, calls * total)
 
-            logits = module.predict_logits(x, report if progress is not None else None)
+            with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                                enabled=self.autocast_dtype is not None):
+                logits = module.predict_logits(x, report if progress is not None else None)
             finished += 1
             return logits
 
@@ -263,7 +293,7 @@ class Predictor:
         if not restore_each:
             mean = preprocessor.restore(mean, trace)
         geometry = (image.spacing, image.origin, image.direction)
-        labels = mean.argmax(0).to(torch.uint8).cpu().numpy()
+        labels = class_argmax(mean).cpu().numpy()
         if self.keep_largest:
             labels = keep_largest_component(labels, self.keep_largest, self.connectivity)
         uncertainty = None
@@ -332,6 +362,7 @@ def predict_cases(
     save_probabilities: bool = False,
     keep_largest: bool | Sequence[int] | None = None,
     connectivity: int = 26,
+    precision: str = "32",
 ) -> dict[str, list]:
     """Predict every case under ``source`` into ``output``; one bad case does not stop the rest.
 
@@ -357,7 +388,7 @@ def predict_cases(
     torch_device = resolve_device(device)
     predictor = Predictor(load_ensemble(ckpt_path, torch_device), torch_device, tile_size,
                           overlap, batch_size, tta_axes, mc_dropout, uncertainty, keep_largest,
-                          connectivity)
+                          connectivity, precision)
     output.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
     with Progress(*Progress.get_default_columns(), MofNCompleteColumn()) as bar:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from volseg.bench.machine import machine_description
-from volseg.bench.report import write_report
+from volseg.bench.report import rerun_command, write_report
 
 MODES = ("monai", "volseg", "fast")
 NUM_CLASSES = 3
@@ -170,9 +170,8 @@ def run(args: argparse.Namespace) -> int:
               f"{args.rounds} round(s) x {args.repeats} call(s), each after a warm-up")
     print(f"{header}\n\n{table}")
     if args.markdown:
-        command = (f"python -m volseg.bench infer --size {' '.join(map(str, args.size))} "
-                   f"--tile {' '.join(map(str, args.tile))} --features {args.features} "
-                   f"--device {args.device} --repeats {args.repeats} --rounds {args.rounds}")
+        command = rerun_command("infer", args, ("size", "tile", "features", "device",
+                                                 "repeats", "rounds"))
         explanation = __doc__.split("\n\n", 1)[1].strip()
         write_report(args.markdown, "Sliding-window inference benchmark", command, header,
                      explanation, table)

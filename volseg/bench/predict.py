@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from volseg.bench.machine import machine_description
-from volseg.bench.report import write_report
+from volseg.bench.report import rerun_command, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -135,13 +135,8 @@ def run(args: argparse.Namespace) -> int:
     header = f"{machine_description('cpu')}\n{settings}"
     print(f"{header}\n\n{table}")
     if args.markdown:
-        def numbers(values: Sequence) -> str:
-            return " ".join(str(v) for v in values)
-
-        command = (f"python -m volseg.bench predict --size {numbers(args.size)} --spacing "
-                   f"{numbers(args.spacing)} --model-spacing {numbers(args.model_spacing)} "
-                   f"--classes {args.classes} --tile {numbers(args.tile)} "
-                   f"--overlap {args.overlap}")
+        command = rerun_command("predict", args, ("size", "spacing", "model_spacing",
+                                                   "classes", "tile", "overlap"))
         explanation = __doc__.split("\n\n", 1)[1].strip()
         write_report(args.markdown, "Predicting a large CT: time and memory", command, header,
                      explanation, table)

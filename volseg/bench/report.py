@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from volseg.atomic import atomic_path
+
+
+def rerun_command(subcommand: str, args: argparse.Namespace, options: Sequence[str]) -> str:
+    """The ``python -m volseg.bench`` command line that gives ``args``' values to ``options``.
+
+    ``options`` are attribute names (``model_spacing`` is written ``--model-spacing``); list
+    values are written space-separated, as argparse's ``nargs`` reads them.
+    """
+    parts = [f"python -m volseg.bench {subcommand}"]
+    for name in options:
+        value = getattr(args, name)
+        text = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"--{name.replace('_', '-')} {text}")
+    return " ".join(parts)
 
 
 def write_report(

@@ -5,7 +5,6 @@ Composes conf/train.yaml with the command-line overrides and runs `volseg.train`
 """
 
 import logging
-import math
 import time
 
 import hydra
@@ -14,7 +13,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import volseg
-from volseg.engine.train import write_failure
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +23,19 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = volseg.train(cfg)
     except Exception as error:
+        # Imported here, not at the top: the engine pulls in Lightning (seconds), which a
+        # sweep's launching process (submitit, Optuna) and `--cfg`/`--help` do not need.
+        from volseg.engine.train import write_failure
+
         write_failure(error, cfg.paths.output_dir, time.perf_counter() - started)
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         # In a sweep one failed job must not stop the others: it is recorded as failed in its
-        # metrics.json, and a NaN objective makes Optuna mark the trial failed.
+        # metrics.json and returns no objective, which the Optuna sweeper marks a failed trial.
+        # (Not NaN: optuna 2.10 refuses NaN, and the sweeper's retry to mark the trial failed
+        # passes the NaN again, which raises and ends the whole search.)
         log.exception("job failed; the sweep goes on")
-        return math.nan
+        return None
     return metrics.get(cfg.get("optimized_metric"))
 
 

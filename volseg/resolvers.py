@@ -1,12 +1,80 @@
-"""OmegaConf resolvers the configs use; registered when volseg is imported."""
+"""OmegaConf resolvers the configs use; registered when volseg is imported.
+
+Also where ``ckpt_path`` is turned into a checkpoint and a run folder: the Hydra run folder is
+chosen (``${resume_dir:...}`` in conf/hydra/default.yaml) before any training code runs, so
+both must agree on what ``ckpt_path=last`` means.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
+LAST = "last"  # ckpt_path value: the newest run of this task that saved checkpoints/last.ckpt
+
 
 def register_resolvers() -> None:
-    """``${pid:}``: the process id, which keeps run folders of simultaneous starts apart."""
-    OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+    """``${pid:}``: the process id, which keeps run folders of simultaneous starts apart.
+
+    ``${resume_dir:new_dir,ckpt_path,train,runs_dir}``: the run folder (see `resume_dir`).
+    """
+    # Cached: Hydra hands a sweep's resolver cache to jobs that submitit runs in other processes,
+    # so they resolve hydra.sweep.dir to the same folder instead of one per job.
+    OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)
+
+
+def find_last_checkpoint(runs_dir: str | Path) -> Path:
+    """``<run>/checkpoints/last.ckpt`` of the run under ``runs_dir`` that saved one most recently.
+
+    Raises:
+        FileNotFoundError: no run there has one.
+    """
+    candidates = list(Path(runs_dir).glob("*/checkpoints/last.ckpt"))
+    if not candidates:
+        raise FileNotFoundError(
+            f"ckpt_path=last: no run under {runs_dir} has checkpoints/last.ckpt"
+        )
+    return max(candidates, key=lambda path: path.stat().st_mtime)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, runs_dir: str | Path) -> str | None:
+    """``ckpt_path`` as a checkpoint file: ``last`` becomes `find_last_checkpoint`'s answer.
+
+    Raises:
+        FileNotFoundError: ``ckpt_path`` names no file (one line that names ``ckpt_path``).
+    """
+    if ckpt_path is None:
+        return None
+    if str(ckpt_path) == LAST:
+        return str(find_last_checkpoint(runs_dir))
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file")
+    return str(ckpt_path)
+
+
+def resume_dir(new_dir: str, ckpt_path: str | None, train: bool, runs_dir: str) -> str:
+    """The run folder: the resumed run's own when training resumes from a checkpoint.
+
+    A checkpoint at ``<run>/checkpoints/<name>.ckpt`` (what ModelCheckpoint writes) resumes in
+    ``<run>``, so the continued run appends to its logs and checkpoints instead of starting a
+    second folder. Any other checkpoint file, evaluation only (``train`` false) and a fresh run
+    get ``new_dir``.
+
+    Raises:
+        SystemExit: ``ckpt_path`` names no checkpoint; the message is one line naming it.
+    """
+    if ckpt_path is None or not train:
+        return new_dir
+    try:
+        checkpoint = Path(resolve_ckpt_path(ckpt_path, runs_dir)).resolve()
+    except FileNotFoundError as error:
+        # Hydra cannot format an error raised while it picks the run folder (its formatter
+        # asserts, and the user reads 100 lines of its internals); SystemExit passes through
+        # OmegaConf and Hydra and prints just the message, with exit status 1.
+        raise SystemExit(str(error)) from None
+    if checkpoint.parent.name != "checkpoints":
+        return new_dir
+    return str(checkpoint.parent.parent)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.augment import Augmentation, BatchAugmentation
@@ -250,8 +251,27 @@ class SegmentationDataModule(pl.LightningDataModule):
         dataset = VolumeDataset(self.cache, cases, self.layout, with_original)
         return DataLoader(
             dataset, batch_size=1, num_workers=min(self.num_workers, 1),
-            collate_fn=collate_volume,
+            collate_fn=collate_volume, sampler=self._volume_sampler(dataset),
         )
+
+    def _volume_sampler(self, dataset: Dataset) -> DistributedSampler | None:
+        """Under DDP: each validation/test case on exactly one rank, and none on two.
+
+        Lightning's default DistributedSampler pads the shorter shards with repeated cases (3
+        cases on 2 ranks: one is scored twice), which biases the mean the metrics sum across
+        ranks. Shards here differ in length by at most one instead. With fewer cases than
+        ranks every rank scores them all: sums and counts then grow alike, the mean does not
+        change, and no rank sits out the collective metric sync at the end of the epoch.
+        """
+        trainer = self.trainer  # None outside a Trainer (notebooks, tests)
+        if trainer is None or trainer.world_size < 2:
+            return None  # Lightning adds no sampler either
+        from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+        if len(dataset) < trainer.world_size:
+            return UnrepeatedDistributedSampler(dataset, num_replicas=1, rank=0, shuffle=False)
+        return UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
+                                            rank=trainer.global_rank, shuffle=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Augment training batches on the device when ``augment_device`` is ``gpu``.
@@ -267,6 +287,12 @@ class SegmentationDataModule(pl.LightningDataModule):
         dataset = PatchDataset(
             self.cache, self.split["train"], self.sampler, self.samples_per_epoch, self.sparse
         )
+        trainer = self.trainer
+        if trainer is not None and trainer.global_rank > 0 and self.num_workers == 0:
+            # Patches are drawn from torch's global generator, which `seed` set alike in every
+            # DDP rank: all ranks would train on the same patches. Lightning seeds loader
+            # workers per rank, but without workers the draws happen in the rank's own process.
+            torch.manual_seed(torch.initial_seed() + trainer.global_rank)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

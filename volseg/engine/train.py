@@ -12,11 +12,15 @@ import pytorch_lightning as pl
 import rich
 import rich.syntax
 import rich.tree
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from volseg.atomic import write_json
+from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
+from volseg.resolvers import resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +36,32 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``status`` (``"completed"``), ``best_model_path``, ``epochs``, ``parameters`` (trainable
     parameters of the network) and ``wall_time_s``. A run that raises leaves
     `write_failure`'s record there instead, when its caller writes one.
+
+    ``ckpt_path`` resumes training (weights, optimizer, scheduler, callbacks, epoch) from a
+    checkpoint file, or from ``last``: the newest ``last.ckpt`` under
+    ``<paths.log_dir>/<task_name>/runs`` (`volseg.resolvers.resolve_ckpt_path`). Under DDP
+    every rank runs this function; only rank 0 writes ``metrics.json``.
     """
+    with ddp_job():  # a sweep's next job in this process starts its own DDP ranks
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    print_config_tree(cfg)
+    if rank_zero_only.rank == 0:
+        print_config_tree(cfg)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"),
+                                  Path(cfg.paths.log_dir) / cfg.task_name / "runs")
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    use_rank_command()  # strategy=ddp under `-m`: extra ranks run this job, not the sweep
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
-    ckpt_path = cfg.get("ckpt_path")
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -65,8 +82,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         parameters=sum(p.numel() for p in module.net.parameters() if p.requires_grad),
         wall_time_s=round(time.perf_counter() - started, 1),
     )
-    write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
-    log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
+    if trainer.is_global_zero:  # every DDP rank has the same, synced metrics
+        write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
+        log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
 
 
@@ -74,7 +92,13 @@ def write_failure(error: BaseException, output_dir: str | Path, wall_time_s: flo
     """Record a run that raised in ``<output_dir>/metrics.json``: status, one-line error, time.
 
     Sweeps go on past a failed job; this record is how `volseg.report` lists it as failed.
+    Under DDP only rank 0 writes it.
     """
+    if rank_zero_only.rank != 0:
+        return
+    # The cause, not Hydra's "Error in call to target" around it.
+    while isinstance(error, InstantiationException) and error.__cause__:
+        error = error.__cause__
     message = str(error).splitlines()[0] if str(error) else ""
     write_json({"status": "failed", "error": f"{type(error).__name__}: {message}".rstrip(": "),
                 "wall_time_s": round(wall_time_s, 1)}, Path(output_dir) / "metrics.json")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import statistics
 import struct
 import subprocess
@@ -286,29 +285,3 @@ def test_cli_empty_folder_is_one_line_error(tmp_path):
     assert result.stderr.strip() == (f"error: {tmp_path}: no job folders in it (none holds "
                                       ".hydra/ or metrics.json)")
     assert result.stdout == ""
-
-
-@pytest.mark.slow
-def test_real_multirun(tmp_path, shared_data_dir):
-    """Two real one-epoch jobs of ``train.py -m``; the report reads what they wrote."""
-    from tests.conftest import FAST
-
-    overrides = [o for o in FAST if not o.startswith("trainer.max_epochs")]
-    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "-m", f"paths.root_dir={tmp_path}",
-         f"paths.data_dir={shared_data_dir}", *overrides, "trainer.max_epochs=1", "test=false",
-         "loss=dice,dice_ce"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    (multirun,) = (tmp_path / "outputs" / "train" / "multiruns").iterdir()
-    write_leaderboard([multirun])
-    rows = read_csv(multirun / "leaderboard.csv")
-    assert sorted(r["configuration"] for r in rows) == ["loss=dice", "loss=dice_ce"]
-    assert {r["status"] for r in rows} == {"completed"}
-    assert float(rows[0]["val/dice"]) >= float(rows[1]["val/dice"])
-    for row in rows:
-        assert 0.0 <= float(row["val/dice_organ"]) <= 1.0
-        assert int(row["epochs"]) == 1 and int(row["parameters"]) > 0
-    markdown = (multirun / "leaderboard.md").read_text()
-    assert "Dice organ | Dice lesion | val/hd95 (mm)" in markdown

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tests.conftest import FAST, compose_config
+from volseg.report import write_leaderboard
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,6 +84,17 @@ def test_multirun_runs_every_combination_and_goes_on_past_a_failed_job(tmp_path,
         assert bad["status"] == "failed"
         assert bad["error"].startswith("ValueError: features must be a positive multiple of")
         assert "\n" not in bad["error"]
+
+    # The leaderboard of this real sweep: completed jobs ranked by val/dice, failed ones last.
+    write_leaderboard([tmp_path / "sweep"])
+    with (tmp_path / "sweep" / "leaderboard.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed", "failed"]
+    assert float(rows[0]["val/dice"]) >= float(rows[1]["val/dice"])
+    assert {r["configuration"] for r in rows[:2]} == {"model=unet3d loss=dice",
+                                                      "model=unet3d loss=focal_tversky"}
+    assert all(int(r["parameters"]) > 0 and int(r["epochs"]) == 1 for r in rows[:2])
+    assert rows[2]["error"].startswith("ValueError: features must be a positive multiple of")
 
 
 @pytest.mark.slow

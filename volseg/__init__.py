@@ -1,22 +1,99 @@
-"""volseg: 3D medical image segmentation with PyTorch Lightning and Hydra."""
+"""volseg: 3D medical image segmentation with PyTorch Lightning and Hydra.
 
-from typing import Any
+The Python API, for notebooks and scripts (each imports its machinery on first call, so
+``import volseg`` stays light):
+
+- `train`: a training run from ``conf/`` overrides (or a composed config), like ``train.py``;
+- `predict`: label maps from a checkpoint, like ``predict.py``;
+- `load_run`: a run folder's metrics, per-epoch history and config;
+- `load_runs`: a multirun folder as table rows (`volseg.report`).
+"""
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
 from volseg.resolvers import register_resolvers
+
+if TYPE_CHECKING:
+    from volseg.runs import Run
 
 __version__ = "0.1.0"
 
 register_resolvers()
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run training from a composed Hydra config; see `volseg.engine.train.train`."""
+def train(
+    cfg: DictConfig | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    config_name: str = "train",
+    output_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train, validate and test as ``python train.py <overrides>`` does.
+
+    ``volseg.train(cfg)`` runs an already composed config (``train.py``, the tests); see
+    `volseg.engine.train.train`. ``volseg.train(overrides=[...])`` composes ``conf/<config_name>``
+    first (`volseg.compose.compose_run`) and makes the run folder the CLI would:
+    ``<paths.log_dir>/<task_name>/runs/<time>_<pid>`` with ``paths.log_dir`` = ``outputs/``
+    under the current folder, or ``output_dir`` when given. That folder gets ``.hydra/``, the
+    resolved ``config.yaml``, and, if the run raises, a failed-run ``metrics.json``.
+
+    Returns:
+        ``metrics.json``'s dictionary; composed from overrides, plus ``run_dir`` (the folder).
+    """
     # Imported here so that `import volseg` (which registers the config resolvers) stays light.
     from volseg.engine.train import train as _train
+    from volseg.engine.train import write_failure
 
-    return _train(cfg)
+    if cfg is not None:
+        if overrides or output_dir is not None:
+            raise ValueError("volseg.train takes a composed cfg or overrides/output_dir, not both")
+        return _train(cfg)
+    from volseg.compose import compose_run
+
+    cfg = compose_run(overrides, config_name, output_dir)
+    run_dir = Path(cfg.paths.output_dir)
+    started = time.perf_counter()
+    try:
+        metrics = _train(cfg)
+    except Exception as error:
+        # As train.py does: the run folder says it failed, and volseg.report lists it so.
+        write_failure(error, run_dir, time.perf_counter() - started)
+        raise
+    return {**metrics, "run_dir": str(run_dir)}
 
 
-__all__ = ["__version__", "train"]
+def predict(ckpt_path: str | Path | Sequence[str | Path], input: str | Path,
+            output: str | Path, **options: Any) -> dict[str, list]:
+    """Label maps of every volume under ``input`` into ``output``, as ``predict.py`` writes.
+
+    ``options`` are `volseg.inference.predictor.predict_cases`'s (``device``, ``tile_size``,
+    ``tta_axes``, ``mc_dropout``, ``save_probabilities``, ``keep_largest``, ...).
+
+    Returns:
+        ``{"written": [paths], "failed": [(case_id, reason)], "class_names": [...]}``.
+    """
+    from volseg.inference.predictor import predict_cases
+
+    return predict_cases(ckpt_path, input, output, **options)
+
+
+def load_run(run_dir: str | Path) -> "Run":
+    """A run folder's ``metrics``, per-epoch ``history`` and ``config``; see `volseg.runs`."""
+    from volseg.runs import load_run as _load_run
+
+    return _load_run(run_dir)
+
+
+def load_runs(*paths: str | Path) -> list[dict[str, Any]]:
+    """One row per job of multirun (or run) folders; see `volseg.report.load_runs`."""
+    from volseg.report import load_runs as _load_runs
+
+    return _load_runs(*paths)
+
+
+__all__ = ["__version__", "load_run", "load_runs", "predict", "train"]

@@ -225,10 +225,13 @@ class SegmentationModule(pl.LightningModule):
                  sync_dist=True)
         return logits
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
+        """Returns the predicted labels, which callbacks (`ValidationImageLogger`) draw."""
         logits = self._evaluate(batch, "val")
-        self._update_metrics(self.val_metrics, logits.argmax(1), batch["label"],
+        prediction = logits.argmax(1)
+        self._update_metrics(self.val_metrics, prediction, batch["label"],
                              batch["meta"]["preprocessed"]["spacing"])
+        return {"prediction": prediction}
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
         """Scores the prediction in the original geometry, where the annotation lives."""

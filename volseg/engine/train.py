@@ -21,6 +21,7 @@ from volseg.atomic import write_json
 from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
 from volseg.resolvers import resolve_ckpt_path
+from volseg.runs import write_resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         pl.seed_everything(cfg.seed, workers=True)
     if rank_zero_only.rank == 0:
         print_config_tree(cfg)
+        write_resolved_config(cfg, cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"),
                                   Path(cfg.paths.log_dir) / cfg.task_name / "runs")
 

@@ -1,0 +1,166 @@
+"""Training history: the logged losses and Dice per epoch, as numbers and as a picture.
+
+`TrainingHistory` collects what the module logged (``train/loss_epoch``, ``val/loss``,
+``val/dice``, ``val/dice_<class>``, ...) from ``trainer.callback_metrics`` once per epoch, and
+at the end of fit writes into ``dirpath``:
+
+- ``history.json``: one row per epoch, ``{"epoch": 0, "lr": ..., "train/loss_epoch": ...,
+  "val/loss": ..., "val/dice": ..., ...}`` (a metric the epoch did not log is absent);
+- ``history.csv``: the same rows as a table (empty cell: not logged);
+- ``training_history.png``: loss (train and validation) and Dice (mean and per class) curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.trainer.states import TrainerFn
+from pytorch_lightning.utilities import rank_zero_only
+
+from volseg.atomic import atomic_path, write_json
+from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG
+
+
+def _float(value: Any) -> float | None:
+    value = float(value.item() if isinstance(value, torch.Tensor) else value)
+    return None if math.isnan(value) else value
+
+
+class TrainingHistory(pl.Callback):
+    """Collect the per-epoch metrics while fitting; write them and their curves at the end.
+
+    The training loss of an epoch is only final after the epoch's hooks have run, so it is
+    read when the next epoch starts (or training ends); validation metrics are read when the
+    validation round ends. The rows are part of the callback's checkpoint state, so a resumed
+    run's history starts at epoch 0, not at the resume.
+
+    Args:
+        dirpath: folder for ``history.json``, ``history.csv`` and ``training_history.png``.
+        prefixes: which logged metrics to keep.
+    """
+
+    def __init__(self, dirpath: str | Path, prefixes: Sequence[str] = ("train/", "val/")) -> None:
+        self.dirpath = Path(dirpath)
+        self.prefixes = tuple(prefixes)
+        self.rows: dict[int, dict[str, float | None]] = {}
+
+    def _record(self, epoch: int, metrics: Mapping[str, Any]) -> None:
+        row = self.rows.setdefault(epoch, {})
+        for name, value in metrics.items():
+            # Per-step values (train/loss_step) say nothing about the epoch, and a metric
+            # logged per step and per epoch also appears bare (train/loss): the same number.
+            if (name.startswith(self.prefixes) and not name.endswith("_step")
+                    and f"{name}_epoch" not in metrics):
+                row[name] = _float(value)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if epoch > 0:
+            self._record(epoch - 1, {k: v for k, v in trainer.callback_metrics.items()
+                                     if k.startswith("train/")})
+        if trainer.optimizers:
+            self.rows.setdefault(epoch, {})["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        self._record(trainer.current_epoch, {k: v for k, v in trainer.callback_metrics.items()
+                                             if not k.startswith("train/")})
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # current_epoch already counts the finished last epoch.
+        last = max(trainer.current_epoch - 1, 0)
+        self._record(last, {k: v for k, v in trainer.callback_metrics.items()
+                            if k.startswith("train/")})
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.write()
+
+    @rank_zero_only
+    def write(self) -> dict[str, Path]:
+        """Write the history files; returns them by name."""
+        rows = self.history()
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        written = {HISTORY_JSON: write_json(rows, self.dirpath / HISTORY_JSON)}
+        written[HISTORY_CSV] = write_history_csv(rows, self.dirpath / HISTORY_CSV)
+        written[HISTORY_PNG] = plot_history(rows, self.dirpath / HISTORY_PNG)
+        return written
+
+    def history(self) -> list[dict[str, float | int | None]]:
+        """The rows collected so far, in epoch order."""
+        return [{"epoch": epoch, **row} for epoch, row in sorted(self.rows.items())]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": {int(k): dict(v) for k, v in self.rows.items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows = {int(k): dict(v) for k, v in state_dict.get("rows", {}).items()}
+
+
+def write_history_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
+    """``rows`` as CSV (atomically): one column per metric, first-seen order."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+    return Path(path)
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    points = [(row["epoch"], row[key]) for row in rows if row.get(key) is not None]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
+                 title: str | None = None) -> Path:
+    """Two panels, loss and Dice against epoch, written as a PNG (atomically).
+
+    Loss: ``train/loss_epoch`` and ``val/loss``. Dice: ``val/dice`` (the mean over foreground
+    classes, thick) and every ``val/dice_<class>``. Epochs are 1-based on the axis, as the
+    progress bar counts them.
+    """
+    # The object API with an Agg canvas: no pyplot state, no display needed.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes, dice_axes = figure.subplots(1, 2)
+    for key, label in (("train/loss_epoch", "train"), ("val/loss", "validation")):
+        epochs, values = _series(rows, key)
+        if values:
+            loss_axes.plot([e + 1 for e in epochs], values, marker="o", label=label)
+    dice_keys = [k for k in dict.fromkeys(k for row in rows for k in row)
+                 if k.startswith("val/dice_") and "_region_" not in k]
+    for key in ["val/dice", *dice_keys]:
+        epochs, values = _series(rows, key)
+        if values:
+            mean = key == "val/dice"
+            dice_axes.plot([e + 1 for e in epochs], values, marker="o",
+                           linewidth=2.5 if mean else 1.2, color="black" if mean else None,
+                           label="mean" if mean else key.removeprefix("val/dice_"))
+    loss_axes.set(title="loss", xlabel="epoch", ylabel="loss")
+    dice_axes.set(title="validation Dice", xlabel="epoch", ylabel="Dice", ylim=(0, 1))
+    for axes in (loss_axes, dice_axes):
+        axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize="small")
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=100)
+    return path
+
+
+__all__ = ["TrainingHistory", "plot_history", "write_history_csv"]

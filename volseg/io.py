@@ -5,15 +5,25 @@ images: ``(C, x, y, z)``), the order of the image file's own voxel axes, as niba
 index them. ``spacing``, ``origin`` and ``direction`` use the same ``(x, y, z)`` order, as in
 the file header and in SimpleITK. SimpleITK hands out ``(z, y, x)`` arrays; the transpose
 happens here and nowhere else.
+
+SimpleITK reads a truncated NIfTI file with zeros for the missing voxels, and NaN/inf voxels
+as 0: `nifti_findings` reads the file itself to catch both, and `check_nifti` turns them into
+a `VolumeReadError` for readers that refuse a file outright.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+import nibabel
 import numpy as np
 import SimpleITK as sitk
 
@@ -79,7 +89,9 @@ class Volume:
         for name in ("spacing", "origin", "direction"):
             a, b = np.asarray(getattr(self, name)), np.asarray(getattr(other, name))
             if not np.allclose(a, b, atol=tolerance, rtol=0):
-                return f"{name} {tuple(b.round(4))} != {tuple(a.round(4))}"
+                # .tolist(): plain floats, not numpy 2's "np.float64(2.0)" reprs.
+                return (f"{name} {tuple(b.round(4).tolist())} != {tuple(a.round(4).tolist())} "
+                        f"(tolerance {tolerance:g})")
         return None
 
     def to_sitk(self) -> sitk.Image:
@@ -193,3 +205,127 @@ def write_volume(volume: Volume, path: str | os.PathLike, compress: bool = True)
     with atomic_path(path) as tmp:
         sitk.WriteImage(volume.to_sitk(), str(tmp), useCompression=compress)
     return path
+
+
+def nifti_findings(path: str | os.PathLike) -> list[tuple[str, str]]:
+    """Problems of a NIfTI file that SimpleITK reads without a word, as ``(kind, message)``.
+
+    SimpleITK (ITK 5.4) reads a truncated ``.nii``/``.nii.gz`` and fills the missing voxels
+    with zeros, and turns NaN and inf voxels into 0. So the header is read here, the stored
+    data length compared with what it promises (for ``.nii.gz`` through the uncompressed size
+    in the gzip trailer, a few bytes; the whole stream is decompressed only when that
+    disagrees, as it does for multi-member files such as bgzip writes), and floating-point data
+    is scanned for NaN/inf in one streaming pass. Other formats, and files whose start is not a
+    NIfTI header, give ``[]`` (SimpleITK reports those).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return []
+    compressed = name.endswith(".gz")
+    try:
+        with _open_nifti(path, compressed) as stream:
+            start = stream.read(_NIFTI2_HEADER_BYTES)
+        header = _nifti_header(start)
+    except gzip.BadGzipFile:
+        return []  # not gzip at all, so no NIfTI either: SimpleITK says what it is
+    except (OSError, EOFError, zlib.error) as error:
+        return [("unreadable", f"{path}: damaged or truncated gzip stream ({error})")]
+    except ValueError as error:
+        return [("unreadable", f"{path}: {error}")]
+    if header is None:
+        return []
+    offset = int(header.get_data_offset())
+    dtype = header.get_data_dtype()
+    expected = offset + int(np.prod(header.get_data_shape(), dtype=np.int64)) * dtype.itemsize
+    findings = []
+    non_finite = 0
+    try:
+        if dtype.kind == "f":
+            size, non_finite = _scan_floats(path, compressed, offset, dtype)
+        else:
+            size = _stored_length(path, compressed, expected)
+    except (OSError, EOFError, zlib.error) as error:
+        return [("unreadable", f"{path}: damaged or truncated gzip stream ({error})")]
+    if size < expected:
+        findings.append(("unreadable", f"{path}: truncated: {size} bytes where its NIfTI "
+                                       f"header needs {expected}"))
+    if non_finite:
+        findings.append(("non-finite", f"{path}: {non_finite} NaN/inf voxel(s) (SimpleITK "
+                                       "would read them as 0)"))
+    return findings
+
+
+def check_nifti(path: str | os.PathLike) -> None:
+    """Refuse a NIfTI file that SimpleITK would read wrongly (truncated, NaN/inf voxels).
+
+    For readers that have no problem list to add `nifti_findings` to, such as ``predict.py``.
+
+    Raises:
+        VolumeReadError: the first finding, one line naming the file.
+    """
+    findings = nifti_findings(path)
+    if findings:
+        raise VolumeReadError(findings[0][1])
+
+
+_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES = 348, 540
+# Bytes decompressed and scanned at a time: bounded memory for any volume size.
+_SCAN_CHUNK = 1 << 24
+
+
+def _open_nifti(path: Path, compressed: bool) -> BinaryIO:
+    return gzip.open(path, "rb") if compressed else path.open("rb")
+
+
+def _nifti_header(start: bytes) -> nibabel.Nifti1Header | None:
+    """The NIfTI-1 or -2 header at the start of a file, or ``None`` if it does not start one.
+
+    Raises:
+        ValueError: the file is shorter than the header it starts.
+    """
+    for order in "<>":
+        if len(start) < 4:
+            return None
+        size = struct.unpack(f"{order}i", start[:4])[0]
+        if size in (_NIFTI1_HEADER_BYTES, _NIFTI2_HEADER_BYTES):
+            if len(start) < size:
+                raise ValueError(f"truncated: {len(start)} bytes, shorter than its NIfTI header")
+            kind = nibabel.Nifti1Header if size == _NIFTI1_HEADER_BYTES else nibabel.Nifti2Header
+            try:
+                return kind.from_fileobj(io.BytesIO(start[:size]))
+            except Exception:  # noqa: BLE001 - not a valid header: SimpleITK gets to say why
+                return None
+    return None
+
+
+def _stored_length(path: Path, compressed: bool, expected: int) -> int:
+    """Bytes of the (uncompressed) file, or ``expected`` when the gzip trailer agrees."""
+    if not compressed:
+        return path.stat().st_size
+    with path.open("rb") as file:
+        file.seek(-4, os.SEEK_END)
+        (trailer,) = struct.unpack("<I", file.read(4))
+    if trailer == expected % 2**32:
+        return expected
+    length = 0
+    with gzip.open(path, "rb") as stream:
+        while chunk := stream.read(_SCAN_CHUNK):
+            length += len(chunk)
+    return length
+
+
+def _scan_floats(path: Path, compressed: bool, offset: int, dtype: np.dtype) -> tuple[int, int]:
+    """(bytes in the file, NaN/inf voxels after ``offset``), reading it once in chunks."""
+    length = bad = 0
+    pending = b""
+    with _open_nifti(path, compressed) as stream:
+        while chunk := stream.read(_SCAN_CHUNK):
+            data_start = max(offset - length, 0)
+            length += len(chunk)
+            pending += chunk[data_start:] if data_start < len(chunk) else b""
+            usable = len(pending) - len(pending) % dtype.itemsize
+            values = np.frombuffer(pending[:usable], dtype=dtype)
+            bad += values.size - int(np.count_nonzero(np.isfinite(values)))
+            pending = pending[usable:]
+    return length, bad

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -14,7 +15,11 @@ from torch import nn
 from volseg.data.preprocess import Preprocessor
 from volseg.inference import sliding_window_inference
 from volseg.metrics import DiceMetric, HausdorffDistanceMetric, PerClassMean, SurfaceDiceMetric
-from volseg.trusted import instantiate_trusted
+from volseg.trusted import check_targets, instantiate_trusted
+
+log = logging.getLogger(__name__)
+
+NONFINITE_LOSS = ("raise", "skip")
 
 
 def center_crop(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -84,6 +89,10 @@ class SegmentationModule(pl.LightningModule):
         ignore_index: label of unannotated voxels (sparse annotation), or ``None``. The loss
             must ignore the same value; metrics score annotated voxels only, and skip the
             surface metrics of a case that has unannotated voxels (its surfaces are unknown).
+        nonfinite_loss: what a NaN or infinite training loss does: ``"raise"`` stops training
+            with a `FloatingPointError` naming the step and batch; ``"skip"`` logs a warning,
+            skips that batch's optimizer step and counts it in ``skipped_batches``
+            (logged as ``train/skipped_batches``).
     """
 
     def __init__(
@@ -102,9 +111,20 @@ class SegmentationModule(pl.LightningModule):
         surface_tolerance_mm: float | Sequence[float] = 2.0,
         regions: Mapping[str, Sequence[int]] | None = None,
         ignore_index: int | None = None,
+        nonfinite_loss: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE_LOSS:
+            raise ValueError(f"module.nonfinite_loss must be one of {NONFINITE_LOSS}, "
+                             f"got {nonfinite_loss!r}")
+        # Every stored config is checked before any of them is built: a checkpoint naming
+        # os.system as its optimizer is refused on loading, not when training starts.
+        for name, config in (("net", net), ("loss", loss), ("optimizer", optimizer),
+                             ("scheduler", scheduler)):
+            check_targets(config, where=name)
         self.save_hyperparameters()
+        self.nonfinite_loss = nonfinite_loss
+        self.skipped_batches = 0
         self.net: nn.Module = instantiate_trusted(net)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self.net.to(memory_format=self.memory_format)
@@ -207,16 +227,46 @@ class SegmentationModule(pl.LightningModule):
 
     # --- steps --------------------------------------------------------------------------------
 
-    def training_step(self, batch: Mapping[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batch: Mapping[str, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor | None:
+        """The batch's loss; ``None`` (Lightning skips the optimizer step) for a non-finite
+        loss under ``nonfinite_loss="skip"``."""
+        # The forward pass updates normalisation statistics before the loss can be checked;
+        # a skipped batch must leave them as they were, or its NaNs reach every later step.
+        buffers = ([b.clone() for b in self.buffers()] if self.nonfinite_loss == "skip"
+                   else None)
         output = self(batch["image"])
         label = batch["label"]
         first = output[0] if isinstance(output, (list, tuple)) else output
         if first.shape[-3:] != label.shape[-3:]:  # valid convolutions: score the centre only
             label = center_crop(label, first.shape[-3:])
         loss = self.loss(output, label)
+        if not torch.isfinite(loss):
+            return self._nonfinite(loss, batch_idx, buffers)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True,
                  batch_size=batch["image"].shape[0])
         return loss
+
+    def _nonfinite(
+        self, loss: torch.Tensor, batch_idx: int, buffers: list[torch.Tensor] | None
+    ) -> None:
+        where = (f"global step {self.global_step} (epoch {self.current_epoch}, "
+                 f"batch {batch_idx})")
+        if self.nonfinite_loss == "raise":
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at {where}; check the data and the learning "
+                "rate, or set module.nonfinite_loss=skip to skip such batches"
+            )
+        with torch.no_grad():
+            for buffer, saved in zip(self.buffers(), buffers or []):
+                buffer.copy_(saved)
+        self.skipped_batches += 1
+        log.warning("training loss is %s at %s: batch skipped (%d so far)", loss.item(), where,
+                    self.skipped_batches)
+        self.log("train/skipped_batches", float(self.skipped_batches), on_step=True,
+                 on_epoch=False)
+        return None
 
     def _evaluate(self, batch: Mapping[str, Any], stage: str) -> torch.Tensor:
         logits = self.predict_logits(batch["image"])

@@ -8,10 +8,14 @@ from typing import Any
 import pytorch_lightning as pl
 
 from volseg.io import Volume, write_volume
+from volseg.safe_names import output_path
 
 
 class TestPredictionWriter(pl.Callback):
     """Saves ``<case_id>.nii.gz`` label maps from `SegmentationModule.test_step` outputs.
+
+    Each file is written atomically (`volseg.io.write_volume`), and only under ``dirpath``: a
+    case id that is not a plain file name is refused (`volseg.safe_names.output_path`).
 
     Args:
         dirpath: output folder (the run's ``predictions/`` by default).
@@ -30,4 +34,4 @@ class TestPredictionWriter(pl.Callback):
         geometry = outputs["geometry"]
         volume = Volume(outputs["prediction"], geometry["spacing"], geometry["origin"],
                         geometry["direction"])
-        write_volume(volume, self.dirpath / f"{outputs['case_id']}.nii.gz")
+        write_volume(volume, output_path(self.dirpath, outputs["case_id"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytorch_lightning as pl
 import rich
 import rich.syntax
 import rich.tree
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -56,6 +58,9 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         write_resolved_config(cfg, cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"),
                                   Path(cfg.paths.log_dir) / cfg.task_name / "runs")
+    if ckpt_path is not None:
+        # Before the data and model are built: minutes of caching must not end in a shape error.
+        check_checkpoint_classes(ckpt_path, cfg.data.num_classes)
 
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
@@ -65,7 +70,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     if cfg.get("train", True):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: a checkpoint is a pickle; ours hold only tensors and plain data.
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = best or None
         if not best:
@@ -74,9 +80,11 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("train=false needs ckpt_path=<checkpoint> to evaluate")
 
     metrics: dict[str, Any] = {}
-    metrics.update(_floats(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path)))
+    metrics.update(_floats(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path,
+                                            weights_only=True)))
     if cfg.get("test", True):
-        metrics.update(_floats(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path)))
+        metrics.update(_floats(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path,
+                                            weights_only=True)))
     metrics.update(
         status="completed",
         best_model_path=str(ckpt_path or ""),
@@ -88,6 +96,29 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
         log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
+
+
+def check_checkpoint_classes(ckpt_path: str | Path, num_classes: int) -> None:
+    """Refuse a checkpoint trained for another number of classes than ``data.num_classes``.
+
+    Reads only the checkpoint's stored hyperparameters, with ``weights_only=True`` (no code
+    from the file runs here) and memory-mapped (the weights are not read into memory).
+
+    Raises:
+        ValueError: one line naming both class counts and ``ckpt_path``.
+    """
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError) as error:
+        # Not loadable as plain data: Lightning's own loading decides what happens to it.
+        log.warning("%s: class count not checked (%s)", ckpt_path, str(error).splitlines()[0])
+        return
+    class_names = (checkpoint.get("hyper_parameters") or {}).get("class_names")
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(
+            f"ckpt_path={ckpt_path} was trained for {len(class_names)} classes "
+            f"({', '.join(map(str, class_names))}), but data.num_classes={num_classes}"
+        )
 
 
 def write_failure(error: BaseException, output_dir: str | Path, wall_time_s: float) -> None:

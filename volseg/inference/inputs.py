@@ -13,7 +13,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from volseg.io import Volume, VolumeReadError, read_channels
+from volseg.io import Volume, VolumeReadError, check_nifti, read_channels
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 # A file with one of these suffixes lists one input path (file or DICOM folder) per line.
@@ -124,8 +124,13 @@ def read_case(case: InputCase) -> Volume:
     """The ``(C, x, y, z)`` or ``(x, y, z)`` image of ``case``.
 
     Raises:
-        VolumeReadError: a file is unreadable, not 3D, or the channels' grids differ.
+        VolumeReadError: a file is unreadable, truncated, holds NaN/inf voxels, is not 3D, or
+            the channels' grids differ.
     """
     if len(case.paths) == 1 and case.paths[0].is_dir():
         return read_dicom_series(case.paths[0])
+    for path in case.paths:
+        # SimpleITK zero-fills a truncated NIfTI and reads NaN as 0: a wrong prediction, not
+        # an error, unless checked first.
+        check_nifti(path)
     return read_channels(case.paths)

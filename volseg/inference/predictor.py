@@ -32,6 +32,7 @@ from volseg.inference.inputs import (  # noqa: F401 - re-exported: predict's pub
 )
 from volseg.inference.postprocess import CONNECTIVITIES, keep_largest_component
 from volseg.io import Volume, write_volume
+from volseg.safe_names import output_path
 
 if TYPE_CHECKING:  # the engine imports inference; inference imports the engine only lazily
     from volseg.engine.module import SegmentationModule
@@ -46,15 +47,35 @@ PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 def load_module(ckpt_path: str | Path, device: str | torch.device = "cpu") -> SegmentationModule:
     """Rebuild a trained `SegmentationModule` from its checkpoint alone, in eval mode.
 
-    The stored network and loss configs are built only from allow-listed modules
-    (`volseg.trusted`).
+    A checkpoint may come from anywhere, so nothing in it runs: it is unpickled with
+    ``weights_only=True`` (tensors and plain containers only), and its stored configs are built
+    only from allow-listed modules (`volseg.trusted`), all of them checked before any is built.
+
+    Raises:
+        FileNotFoundError: no such file.
+        volseg.trusted.UntrustedTargetError: a stored config names a target outside the
+            allow-list (``os.system``, ...); the message names the checkpoint.
+        pickle.UnpicklingError: the file holds more than plain weights and data (a pickled
+            object that would run code when loaded).
     """
+    import pickle
+
     from volseg.engine.module import SegmentationModule
+    from volseg.trusted import UntrustedTargetError
 
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint (ckpt_path)")
-    module = SegmentationModule.load_from_checkpoint(path, map_location=device)
+    try:
+        module = SegmentationModule.load_from_checkpoint(path, map_location=device,
+                                                         weights_only=True)
+    except UntrustedTargetError as error:
+        raise UntrustedTargetError(f"{path}: {error}") from None
+    except pickle.UnpicklingError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        raise pickle.UnpicklingError(
+            f"{path}: refusing to load: it holds more than weights and plain data ({reason})"
+        ) from None
     return module.eval().to(device)
 
 
@@ -323,14 +344,17 @@ class Predictor:
         Also ``<case_id>_probabilities.nii.gz`` (with ``save_probabilities``) and
         ``<case_id>_uncertainty.nii.gz`` (with Monte-Carlo dropout) beside it.
         """
+        # Named first: an unsafe case id is refused before any work (and never written).
+        labels_path = output_path(output_dir, case.case_id)
         image = read_case(case)
         result = self.predict_all(image, name=str(case.paths[0]), progress=progress)
         if save_probabilities:
             write_channels(result.probabilities,
-                           output_dir / f"{case.case_id}_probabilities.nii.gz")
+                           output_path(output_dir, case.case_id, "_probabilities.nii.gz"))
         if result.uncertainty is not None:
-            write_volume(result.uncertainty, output_dir / f"{case.case_id}_uncertainty.nii.gz")
-        return write_volume(result.labels, output_dir / f"{case.case_id}.nii.gz")
+            write_volume(result.uncertainty,
+                         output_path(output_dir, case.case_id, "_uncertainty.nii.gz"))
+        return write_volume(result.labels, labels_path)
 
 
 def write_channels(volume: Volume, path: str | Path) -> Path:

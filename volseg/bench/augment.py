@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from volseg.bench.machine import machine_description
-from volseg.bench.report import write_report
+from volseg.bench.report import comma_ints, write_report
 
 if TYPE_CHECKING:
     from volseg.data.augment import Augmentation
@@ -239,15 +239,11 @@ def format_table(results: Sequence[AugmentResult]) -> str:
     return "\n".join(lines)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(v) for v in text.split(",")]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``augment`` subcommand's options."""
-    parser.add_argument("--volume", type=_ints, default=[256, 256, 200],
+    parser.add_argument("--volume", type=comma_ints, default=[256, 256, 200],
                         help="volume size x,y,z in voxels (default 256,256,200)")
-    parser.add_argument("--patch", type=_ints, default=[128, 128, 128],
+    parser.add_argument("--patch", type=comma_ints, default=[128, 128, 128],
                         help="patch size x,y,z in voxels (default 128,128,128)")
     parser.add_argument("--repeats", type=int, default=10,
                         help="timed volseg patches (default 10)")

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from volseg.bench.machine import machine_description
-from volseg.bench.report import write_report
+from volseg.bench.report import comma_ints, write_report
 
 SOURCE_SPACING = (1.0, 1.0, 1.5)  # mm; the cache resamples to TARGET_SPACING, as real runs do
 TARGET_SPACING = (1.5, 1.5, 1.5)
@@ -269,19 +269,15 @@ def format_table(results: Sequence[DataResult], workers: int, batches: int) -> s
     return "\n".join(lines)
 
 
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``data`` subcommand's options."""
     from volseg.data.cache import default_workers
 
-    parser.add_argument("--cases", type=_ints, default=[10, 100],
+    parser.add_argument("--cases", type=comma_ints, default=[10, 100],
                         help="comma-separated dataset sizes to compare (default 10,100)")
-    parser.add_argument("--size", type=_ints, default=[128, 128, 96],
+    parser.add_argument("--size", type=comma_ints, default=[128, 128, 96],
                         help="voxels x,y,z of every generated case (default 128,128,96)")
-    parser.add_argument("--patch", type=_ints, default=[64, 64, 48],
+    parser.add_argument("--patch", type=comma_ints, default=[64, 64, 48],
                         help="training patch x,y,z in voxels (default 64,64,48)")
     parser.add_argument("--batches", type=int, default=20,
                         help="training batches iterated per dataset size (default 20)")

@@ -1,4 +1,5 @@
-"""The Markdown file a benchmark writes with ``--markdown PATH``: title, command, machine, table."""
+"""What a benchmark's command line reads and records, and the Markdown file it writes with
+``--markdown PATH``: title, command, machine, table."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from volseg.atomic import atomic_path
+
+
+def comma_ints(text: str) -> list[int]:
+    """An argparse ``type``: ``"128,128,96"`` -> ``[128, 128, 96]`` (empty parts skipped)."""
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 def rerun_command(subcommand: str, args: argparse.Namespace, options: Sequence[str]) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,4 +47,26 @@ def write_json(data: object, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike,
+              columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` (dicts) as CSV atomically, one column per key.
+
+    Args:
+        columns: the columns in order; ``None``: every key of every row, first-seen order.
+            A row's missing keys and ``None`` values are empty cells; lists are space-joined.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        for row in rows:
+            values = (row.get(column) for column in columns)
+            writer.writerow(["" if v is None else " ".join(map(str, v)) if isinstance(v, list)
+                             else v for v in values])
     return path

@@ -18,8 +18,6 @@ reference, unreadable file, grids that differ); the other cases are still scored
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import sys
@@ -34,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from volseg.atomic import atomic_path, write_json
+from volseg.atomic import write_csv, write_json
 from volseg.inference.predictor import find_inputs, volume_stem
 from volseg.io import Volume, VolumeReadError, read_channels, read_volume
 from volseg.metrics import dice, iou, surface_metrics, volume_similarity
@@ -189,20 +187,11 @@ def evaluate(
         "unpredicted": unpredicted,
     }
     write_json(report, output / "evaluation.json")
-    _write_csv(cases, names, output / "evaluation.csv")
+    write_csv([{"case": case["case"], "class": name,
+                **{m: case["metrics"][m][k] for m in METRICS}}
+               for case in cases for k, name in enumerate(names[1:])],
+              output / "evaluation.csv", ["case", "class", *METRICS])
     return {**report, "failed": failed}
-
-
-def _write_csv(cases: Sequence[dict], names: Sequence[str], path: Path) -> None:
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["case", "class", *METRICS])
-    for case in cases:
-        for k, name in enumerate(names[1:]):
-            writer.writerow([case["case"], name, *(case["metrics"][m][k] for m in METRICS)])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text.getvalue(), encoding="utf-8")
 
 
 def summary_table(report: dict) -> Table:

@@ -27,7 +27,6 @@ From Python (a notebook): ``load_runs(path)`` gives one flat dictionary per job.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -40,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from volseg.atomic import atomic_path
+from volseg.atomic import atomic_path, write_csv
 from volseg.bench.report import write_report
 
 FOLD_KEY = "data.fold"
@@ -337,18 +336,6 @@ def folds_table(groups: Sequence[dict[str, Any]], columns: Sequence[tuple[str, s
     return _markdown(header, lines)
 
 
-def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: Path) -> Path:
-    """``rows`` as CSV (atomically); lists are space-joined, None is an empty cell."""
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(columns)
-        for row in rows:
-            values = (row.get(c) for c in columns)
-            writer.writerow(["" if v is None else " ".join(v) if isinstance(v, list) else v
-                             for v in values])
-    return path
-
-
 def plot_leaderboard(labels: Sequence[str], values: Sequence[float | None],
                      errors: Sequence[float | None] | None, texts: Sequence[str], xlabel: str,
                      title: str, path: Path) -> Path:
@@ -508,7 +495,7 @@ def write_leaderboard(paths: Sequence[str | Path], output: str | Path | None = N
         rows, metric, lower_is_better)
     output = Path(output) if output is not None else Path(paths[0])
     output.mkdir(parents=True, exist_ok=True)
-    written = {name: write_csv(table, columns, output / name)
+    written = {name: write_csv(table, output / name, columns)
                for name, (table, columns) in board.tables.items()}
     written["leaderboard.png"] = plot_leaderboard(
         board.labels, board.values, board.errors, board.texts, board.xlabel,

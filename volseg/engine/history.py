@@ -12,7 +12,6 @@ at the end of fit writes into ``dirpath``:
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from volseg.atomic import atomic_path, write_json
+from volseg.atomic import atomic_path, write_csv, write_json
 from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG
 
 
@@ -88,7 +87,7 @@ class TrainingHistory(pl.Callback):
         rows = self.history()
         self.dirpath.mkdir(parents=True, exist_ok=True)
         written = {HISTORY_JSON: write_json(rows, self.dirpath / HISTORY_JSON)}
-        written[HISTORY_CSV] = write_history_csv(rows, self.dirpath / HISTORY_CSV)
+        written[HISTORY_CSV] = write_csv(rows, self.dirpath / HISTORY_CSV)
         written[HISTORY_PNG] = plot_history(rows, self.dirpath / HISTORY_PNG)
         return written
 
@@ -101,16 +100,6 @@ class TrainingHistory(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = {int(k): dict(v) for k, v in state_dict.get("rows", {}).items()}
-
-
-def write_history_csv(rows: Sequence[Mapping[str, Any]], path: str | Path) -> Path:
-    """``rows`` as CSV (atomically): one column per metric, first-seen order."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
-    return Path(path)
 
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -163,4 +152,4 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
     return path
 
 
-__all__ = ["TrainingHistory", "plot_history", "write_history_csv"]
+__all__ = ["TrainingHistory", "plot_history"]

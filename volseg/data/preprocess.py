@@ -374,7 +374,19 @@ class Preprocessor:
         Softmax, then `restore` the probabilities, then argmax.
         """
         probabilities = torch.softmax(logits.float(), dim=0)
-        return cls.restore(probabilities, target).argmax(0).to(torch.uint8)
+        return class_argmax(cls.restore(probabilities, target))
+
+
+def class_argmax(probabilities: torch.Tensor, slab: int = 16) -> torch.Tensor:
+    """uint8 ``argmax`` over the classes of ``(K, x, y, z)``, slab by slab along x.
+
+    A whole-volume ``argmax`` returns int64, 8 bytes per voxel (840 MB for a 512x512x400 CT)
+    before the cast; slabs keep that to a few slices.
+    """
+    labels = torch.empty(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
+    for start in range(0, labels.shape[0], slab):
+        labels[start:start + slab] = probabilities[:, start:start + slab].argmax(0)
+    return labels
 
 
 # --- orientation and cropping ------------------------------------------------------------------

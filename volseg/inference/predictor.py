@@ -23,6 +23,7 @@ from rich.progress import MofNCompleteColumn, Progress
 from torch import Tensor, nn
 
 from volseg.atomic import atomic_path
+from volseg.data.preprocess import class_argmax
 from volseg.inference.inputs import (  # noqa: F401 - re-exported: predict's public names
     VOLUME_SUFFIXES,
     InputCase,
@@ -163,18 +164,6 @@ def softmax_(logits: Tensor, dim: int = 1) -> Tensor:
     prediction, and an out-of-place softmax would hold two of them at once."""
     logits -= logits.amax(dim, keepdim=True)
     return logits.exp_().div_(logits.sum(dim, keepdim=True))
-
-
-def class_argmax(probabilities: Tensor, slab: int = 16) -> Tensor:
-    """uint8 ``argmax`` over the classes of ``(K, x, y, z)``, slab by slab along x.
-
-    A whole-volume ``argmax`` returns int64, 8 bytes per voxel (840 MB for a 512x512x400 CT)
-    before the cast; slabs keep that to a few slices.
-    """
-    labels = torch.empty(probabilities.shape[1:], dtype=torch.uint8, device=probabilities.device)
-    for start in range(0, labels.shape[0], slab):
-        labels[start:start + slab] = probabilities[:, start:start + slab].argmax(0)
-    return labels
 
 
 @dataclass

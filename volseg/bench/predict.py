@@ -27,18 +27,20 @@ import SimpleITK as sitk
 
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command, write_report
+from volseg.io import Volume
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def write_ct(path: Path, size: Sequence[int], spacing: Sequence[float]) -> None:
-    """An int16 CT-like volume: air around a soft-tissue body with a bright ellipsoid, noise."""
+def write_ct(path: Path, size: Sequence[int], spacing: Sequence[float]) -> sitk.Image:
+    """Write an int16 CT-like volume (air around a soft-tissue body with a bright ellipsoid,
+    noise) and return it."""
     x, y, z = (np.linspace(-1, 1, n, dtype=np.float32) for n in size)
     # (z, y, x) order for SimpleITK; built slab by slab to keep this script's own memory small.
     array = np.empty(tuple(size)[::-1], dtype=np.int16)
     rng = np.random.default_rng(0)
+    body = (x[None, :] ** 2 + y[:, None] ** 2) < 0.8  # the same in every slice
     for k, zk in enumerate(z):
-        body = (x[None, :] ** 2 + y[:, None] ** 2) < 0.8
         organ = ((x[None, :] - 0.3) ** 2 + (y[:, None] / 0.6) ** 2 + zk**2) < 0.1
         slab = np.where(body, 40.0, -1000.0) + np.where(organ, 120.0, 0.0)
         array[k] = (slab + rng.normal(0, 20, slab.shape)).astype(np.int16)
@@ -46,6 +48,7 @@ def write_ct(path: Path, size: Sequence[int], spacing: Sequence[float]) -> None:
     image.SetSpacing(tuple(float(s) for s in spacing))
     image.SetOrigin((-180.0, -200.0, -600.0))
     sitk.WriteImage(image, str(path), useCompression=True)
+    return image
 
 
 def write_checkpoint(path: Path, classes: int, model_spacing: Sequence[float],
@@ -72,21 +75,13 @@ def write_checkpoint(path: Path, classes: int, model_spacing: Sequence[float],
     trainer.save_checkpoint(path)
 
 
-def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    """Whether two images have the same size, spacing, origin and direction."""
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-6)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-6))
-
-
 def benchmark(args: argparse.Namespace) -> str:
     """Run ``predict.py`` once on the fabricated CT and return the Markdown table."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         (folder / "in").mkdir()
         ct, ckpt = folder / "in" / "ct_0000.nii.gz", folder / "model.ckpt"
-        write_ct(ct, args.size, args.spacing)
+        ct_image = write_ct(ct, args.size, args.spacing)
         write_checkpoint(ckpt, args.classes, args.model_spacing, args.tile, args.overlap)
         command = [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
                    f"input={folder / 'in'}", f"output={folder / 'out'}", "device=cpu",
@@ -98,7 +93,8 @@ def benchmark(args: argparse.Namespace) -> str:
             raise RuntimeError(f"predict.py failed:\n{done.stderr[-3000:]}")
         peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         label = sitk.ReadImage(str(folder / "out" / "ct.nii.gz"))
-        grid = same_grid(label, sitk.ReadImage(str(ct)))
+        grid = Volume.from_sitk(ct_image).geometry_mismatch(Volume.from_sitk(label),
+                                                            tolerance=1e-6) is None
         labels = sitk.GetArrayViewFromImage(label)
         dtype, values = labels.dtype, np.unique(labels).tolist()
     voxels = int(np.prod(args.size))

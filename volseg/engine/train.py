@@ -22,7 +22,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from volseg.atomic import write_json
 from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
-from volseg.resolvers import resolve_ckpt_path
+from volseg.resolvers import LAST, resolve_ckpt_path
 from volseg.runs import write_resolved_config
 
 log = logging.getLogger(__name__)
@@ -56,8 +56,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if rank_zero_only.rank == 0:
         print_config_tree(cfg)
         write_resolved_config(cfg, cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"),
-                                  Path(cfg.paths.log_dir) / cfg.task_name / "runs")
+    ckpt_path = cfg.get("ckpt_path")
+    own_last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if ckpt_path == LAST and cfg.get("train", True) and own_last.is_file():
+        # Hydra already chose that run's folder for ckpt_path=last (resume_dir): take its
+        # checkpoint instead of searching again, as each DDP rank would, each on its own.
+        ckpt_path = str(own_last)
+    ckpt_path = resolve_ckpt_path(ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name / "runs")
     if ckpt_path is not None:
         # Before the data and model are built: minutes of caching must not end in a shape error.
         check_checkpoint_classes(ckpt_path, cfg.data.num_classes)

@@ -17,6 +17,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from volseg.runs import task_config
+
 # conf/ beside the package, in a source checkout (the package does not ship it).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -69,8 +71,7 @@ def save_hydra_files(cfg: DictConfig) -> Path:
     as Hydra's run does (unresolved, as composed); returns that folder."""
     folder = Path(cfg.hydra.runtime.output_dir) / str(cfg.hydra.output_subdir or ".hydra")
     folder.mkdir(parents=True, exist_ok=True)
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    OmegaConf.save(task, folder / "config.yaml")
+    OmegaConf.save(task_config(cfg), folder / "config.yaml")
     OmegaConf.save(OmegaConf.create({"hydra": cfg.hydra}), folder / "hydra.yaml")
     OmegaConf.save(OmegaConf.create(list(cfg.hydra.overrides.task)), folder / "overrides.yaml")
     return folder

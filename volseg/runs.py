@@ -13,6 +13,7 @@ A run folder (``outputs/train/runs/<time>_<pid>``, or one job of a multirun) hol
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,14 +29,25 @@ HISTORY_CSV = "history.csv"
 HISTORY_PNG = "training_history.png"
 
 
+def metric_value(value: Any) -> float | None:
+    """A logged metric (number or one-element tensor) as the run files store it: a float, with
+    NaN (a metric undefined for every case) as ``None``, which JSON writes as ``null``."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def task_config(cfg: DictConfig) -> DictConfig:
+    """``cfg`` without its ``hydra`` node: the settings of the task itself."""
+    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+
+
 def write_resolved_config(cfg: DictConfig, output_dir: str | Path) -> Path:
     """Write ``cfg`` with every interpolation resolved, ``hydra`` left out, as
     ``<output_dir>/config.yaml`` (atomically): the settings the run actually used.
 
     A value still missing (``???``) stays ``???``.
     """
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    resolved = OmegaConf.to_container(task, resolve=True, throw_on_missing=False)
+    resolved = OmegaConf.to_container(task_config(cfg), resolve=True, throw_on_missing=False)
     path = Path(output_dir) / RESOLVED_CONFIG
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

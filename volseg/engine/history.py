@@ -12,23 +12,16 @@ at the end of fit writes into ``dirpath``:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
 from volseg.atomic import atomic_path, write_csv, write_json
-from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG
-
-
-def _float(value: Any) -> float | None:
-    value = float(value.item() if isinstance(value, torch.Tensor) else value)
-    return None if math.isnan(value) else value
+from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG, metric_value
 
 
 class TrainingHistory(pl.Callback):
@@ -56,7 +49,7 @@ class TrainingHistory(pl.Callback):
             # logged per step and per epoch also appears bare (train/loss): the same number.
             if (name.startswith(self.prefixes) and not name.endswith("_step")
                     and f"{name}_epoch" not in metrics):
-                row[name] = _float(value)
+                row[name] = metric_value(value)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

@@ -7,16 +7,15 @@ experiment is a no-op elsewhere), so the overlays show rank 0's share of the val
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
 from volseg.overlay import overlay_picture
+from volseg.runs import metric_value
 
 
 def tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
@@ -123,8 +122,8 @@ class HyperparameterLogger(pl.Callback):
 
     def _collect(self, trainer: pl.Trainer) -> None:
         for name, value in trainer.callback_metrics.items():
-            value = float(value.item() if isinstance(value, torch.Tensor) else value)
-            if name.startswith(self.metric_prefixes) and not math.isnan(value):
+            value = metric_value(value)
+            if name.startswith(self.metric_prefixes) and value is not None:
                 self._metrics[f"hparams/{name}"] = value
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

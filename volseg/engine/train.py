@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import pickle
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from volseg.atomic import write_json
 from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
 from volseg.resolvers import LAST, resolve_ckpt_path
-from volseg.runs import write_resolved_config
+from volseg.runs import metric_value, write_resolved_config
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +159,7 @@ def _floats(results: list[dict]) -> dict[str, float | None]:
     """Lightning's result dicts as plain floats; NaN (undefined metric) becomes JSON null."""
     merged: dict[str, float | None] = {}
     for result in results:
-        for name, value in result.items():
-            value = float(value)
-            merged[name] = None if math.isnan(value) else value
+        merged.update((name, metric_value(value)) for name, value in result.items())
     return merged
 
 

@@ -5,7 +5,6 @@ Composes conf/train.yaml with the command-line overrides and runs `volseg.train`
 """
 
 import logging
-import time
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,15 +18,14 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    started = time.perf_counter()
-    try:
-        metrics = volseg.train(cfg)
-    except Exception as error:
-        # Imported here, not at the top: the engine pulls in Lightning (seconds), which a
-        # sweep's launching process (submitit, Optuna) and `--cfg`/`--help` do not need.
-        from volseg.engine.train import write_failure
+    # Imported here, not at the top: the engine pulls in Lightning (seconds), which a sweep's
+    # launching process (submitit, Optuna) and `--cfg`/`--help` do not need.
+    from volseg.engine.train import recording_failure
 
-        write_failure(error, cfg.paths.output_dir, time.perf_counter() - started)
+    try:
+        with recording_failure(cfg.paths.output_dir):
+            metrics = volseg.train(cfg)
+    except Exception:
         if HydraConfig.get().mode != RunMode.MULTIRUN:
             raise
         # In a sweep one failed job must not stop the others: it is recorded as failed in its

@@ -9,7 +9,6 @@ The Python API, for notebooks and scripts (each imports its machinery on first c
 - `load_runs`: a multirun folder as table rows (`volseg.report`).
 """
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,8 +45,8 @@ def train(
         ``metrics.json``'s dictionary; composed from overrides, plus ``run_dir`` (the folder).
     """
     # Imported here so that `import volseg` (which registers the config resolvers) stays light.
+    from volseg.engine.train import recording_failure
     from volseg.engine.train import train as _train
-    from volseg.engine.train import write_failure
 
     if cfg is not None:
         if overrides or output_dir is not None:
@@ -57,13 +56,9 @@ def train(
 
     cfg = compose_run(overrides, config_name, output_dir)
     run_dir = Path(cfg.paths.output_dir)
-    started = time.perf_counter()
-    try:
+    # As train.py does: the run folder says it failed, and volseg.report lists it so.
+    with recording_failure(run_dir):
         metrics = _train(cfg)
-    except Exception as error:
-        # As train.py does: the run folder says it failed, and volseg.report lists it so.
-        write_failure(error, run_dir, time.perf_counter() - started)
-        raise
     return {**metrics, "run_dir": str(run_dir)}
 
 

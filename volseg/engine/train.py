@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import pickle
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,17 @@ def check_checkpoint_classes(ckpt_path: str | Path, num_classes: int) -> None:
             f"ckpt_path={ckpt_path} was trained for {len(class_names)} classes "
             f"({', '.join(map(str, class_names))}), but data.num_classes={num_classes}"
         )
+
+
+@contextmanager
+def recording_failure(output_dir: str | Path) -> Iterator[None]:
+    """Run the block; if it raises, `write_failure` into ``output_dir``, then re-raise."""
+    started = time.perf_counter()
+    try:
+        yield
+    except Exception as error:
+        write_failure(error, output_dir, time.perf_counter() - started)
+        raise
 
 
 def write_failure(error: BaseException, output_dir: str | Path, wall_time_s: float) -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import volseg  # noqa: F401 - registers the config resolvers
+import volseg.compose
+from volseg.compose import builtin_config_dir
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = builtin_config_dir()  # volseg's own configs, where the installed package has them
 
 # A run small enough for the test suite: a narrow net, small patches, a few steps.
 FAST = [
@@ -38,18 +38,13 @@ FAST = [
 def compose_config(
     name: str, tmp_path: Path, overrides: Sequence[str] = (), data_dir: Path | None = None
 ) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` as the CLI would, with outputs and data under tmp_path."""
+    """Compose ``<name>.yaml`` as the CLI would, with outputs and data under tmp_path."""
     data_dir = data_dir or tmp_path / "data"
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(
-            config_name=name,
-            return_hydra_config=True,
-            overrides=[f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides],
-        )
+    cfg = volseg.compose.compose_config(
+        [f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides], name)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-        cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     return cfg
 
@@ -77,6 +72,10 @@ def _small_thread_pool() -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The documentation's commands first: they run one after another in one worker (pytest-xdist
+    # hands out whole files, `--dist loadfile`), the longest chain of the suite, so the other
+    # worker runs everything else meanwhile.
+    items.sort(key=lambda item: item.path.name != "test_docs.py")  # stable: order kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -1,4 +1,4 @@
-"""`python -m volseg.evaluate`: scores, reports, overlays and failures on fabricated folders."""
+"""`volseg evaluate`: scores, reports, overlays and failures on fabricated folders."""
 
 import csv
 import json
@@ -102,7 +102,7 @@ def test_overlay_png_decodes_with_the_label_colours(folders, tmp_path) -> None:
 
 
 def test_command_line_exit_codes(folders) -> None:
-    command = [sys.executable, "-m", "volseg.evaluate", f"pred={folders['pred']}",
+    command = [sys.executable, "-m", "volseg", "evaluate", f"pred={folders['pred']}",
                f"gt={folders['gt']}", f"output={folders['out']}"]
     ok = subprocess.run(command, capture_output=True, text=True, cwd=folders["out"].parent)
     assert ok.returncode == 0, ok.stderr

@@ -1,4 +1,4 @@
-"""`python -m volseg.plan`: fingerprint, nnU-Net's spacing and patch rules, printed overrides."""
+"""`volseg plan`: fingerprint, nnU-Net's spacing and patch rules, printed overrides."""
 
 import io
 import math
@@ -14,6 +14,7 @@ from rich.console import Console
 
 from tests.conftest import FAST, compose_config
 from tests.data.test_fingerprint import MemoryLayout
+from volseg.data.cache import dataset_cache_dir
 from volseg.data.fingerprint import Fingerprint, compute_fingerprint
 from volseg.data.preprocess import Preprocessor
 from volseg.io import Volume
@@ -52,7 +53,9 @@ def test_plan_of_the_synthetic_dataset(train_config, tmp_path, shared_data_dir):
     console = _quiet()
     plan, fingerprint, path = run_plan(cfg, console)
 
-    assert path == tmp_path / "cache" / "fingerprint.json"
+    # The dataset's own cache folder, <cache_dir>/<root name>-<hash>, where the data module reads.
+    assert path.parent.parent == tmp_path / "cache" and path.parent.name.startswith("synthetic-")
+    assert path == dataset_cache_dir(tmp_path / "cache", cfg.data.root) / "fingerprint.json"
     assert Fingerprint.load(path) == fingerprint
     # The spacing rule against the files' headers, read by SimpleITK: the synthetic data is not
     # anisotropic enough for the 10th-percentile rule, so the target is the median spacing.
@@ -193,18 +196,18 @@ def test_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--help"])
     assert exit_.value.code == 0
-    assert "python -m volseg.plan data=<name>" in capsys.readouterr().out
+    assert "volseg plan [--config-dir DIR] data=<name>" in capsys.readouterr().out
 
 
 @pytest.mark.slow
 def test_command_line(tmp_path, shared_data_dir):
     data = [o for o in FAST if o.startswith(("data.layout", "model."))]
     done = subprocess.run(
-        [sys.executable, "-m", "volseg.plan", "data=synthetic", *data,
+        [sys.executable, "-m", "volseg", "plan", "data=synthetic", *data,
          f"paths.data_dir={shared_data_dir}", f"data.cache_dir={tmp_path / 'cache'}"],
         cwd=tmp_path, capture_output=True, text=True, timeout=300,
         env={**__import__("os").environ, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "overrides: data.spacing=[" in done.stdout
-    assert (tmp_path / "cache" / "fingerprint.json").is_file()
+    assert len(list((tmp_path / "cache").glob("synthetic-*/fingerprint.json"))) == 1

@@ -3,16 +3,33 @@
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CI = (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def readme_opening_commands() -> tuple[str, str]:
+    blocks = (ROOT / "README.md").read_text().split("```bash\n")[1:3]
+    train, test = (b.split("\n```")[0] for b in blocks)
+    return train, test
 
 
 def test_ci_runs_the_readme_test_command():
-    readme = (ROOT / "README.md").read_text()
-    ci_command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
-    assert f". .venv/bin/activate && {ci_command}" in readme
+    _, test = readme_opening_commands()
+    (marker,) = [i for i, line in enumerate(CI) if line.startswith("# The README's test command")]
+    assert test == f"python3 -m venv .venv && . .venv/bin/activate && {CI[marker + 1]}"
+    # The environment part: the venv and activation lines that come before it.
+    assert "python3 -m venv .venv" in CI and ". .venv/bin/activate" in CI
 
 
 def test_readme_opens_with_train_then_test_command():
-    blocks = (ROOT / "README.md").read_text().split("```bash\n")[1:3]
-    train, test = (b.split("\n```")[0] for b in blocks)
-    assert train.endswith("python train.py") and "pip install torch==2.13.0 -e ." in train
-    assert test.endswith("pytest") and '-e ".[dev]"' in test
+    train, test = readme_opening_commands()
+    assert train == ("python3 -m venv .venv && . .venv/bin/activate && "
+                     "pip install torch==2.13.0 -e . && volseg train")
+    assert test.endswith("&& pytest") and '-e ".[dev]"' in test
+
+
+def test_ci_also_uses_the_wheel_from_an_empty_folder():
+    assert CI[-1] == ".ci/wheel"
+    wheel = (ROOT / ".ci" / "wheel").read_text()
+    for command in ("volseg train ", "volseg train -m loss=", "hparams_search=optuna",
+                    "volseg predict ", "volseg evaluate ", "volseg report "):
+        assert command in wheel

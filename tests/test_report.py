@@ -1,4 +1,4 @@
-"""`python -m volseg.report`: leaderboards of fabricated sweeps, checked against numbers by hand."""
+"""`volseg report`: leaderboards of fabricated sweeps, checked against numbers by hand."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def test_find_job_dirs_names_the_empty_folder(tmp_path):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "volseg.report", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "volseg", "report", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
 
 

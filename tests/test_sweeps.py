@@ -44,7 +44,7 @@ def data_dir(shared_data_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def train(cwd: Path, data_dir: Path, *overrides: str, multirun: bool = False
           ) -> subprocess.CompletedProcess[str]:
-    """`python train.py [-m] <overrides>` with the TINY run, every output under ``cwd``."""
+    """``train.py [-m] <overrides>`` with the TINY run, every output under ``cwd``."""
     # The test's overrides last: they win over TINY's.
     command = [sys.executable, str(REPO / "train.py"), *(["-m"] if multirun else []), *TINY,
                f"paths.root_dir={cwd}", f"paths.data_dir={data_dir}", *overrides]

@@ -1,4 +1,4 @@
-"""`python -m volseg.verify`: one line per problem naming the file, a summary, the exit status."""
+"""`volseg verify`: one line per problem naming the file, a summary, the exit status."""
 
 import json
 import re
@@ -150,9 +150,33 @@ def test_bad_override_exits_2(capsys):
 def test_command_line(raw):
     DAMAGE["label value 7"][0](raw)
     done = subprocess.run(
-        [sys.executable, "-m", "volseg.verify", f"data.root={raw}",
+        [sys.executable, "-m", "volseg", "verify", f"data.root={raw}",
          "data.layout._target_=volseg.data.adapters.decathlon.DecathlonLayout",
          "~data.layout.num_cases", "~data.layout.seed", "~data.layout.size_mm"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr[-2000:]
     assert f"{_label(raw)}: label values [0, 1, 2, 7]" in done.stdout
+
+
+def test_decathlon_config_needs_only_the_task_folder(raw, capsys):
+    # in_channels, num_classes and class_names come from the task's dataset.json.
+    status = main(["data=decathlon", f"data.root={raw}", "data.cache_workers=0"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "3 case(s) checked, 0 with problems" in out
+
+
+def test_decathlon_config_without_dataset_json_is_one_line_naming_it(tmp_path, capsys):
+    assert main(["data=decathlon", f"data.root={tmp_path}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'dataset.json'}: missing; set data.root=<task")
+    assert err.count("\n") == 1, err
+
+
+@pytest.mark.slow
+def test_decathlon_command_line_on_a_good_task_exits_0(raw):
+    done = subprocess.run([sys.executable, "-m", "volseg", "verify", "data=decathlon",
+                           f"data.root={raw}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "3 case(s) checked, 0 with problems" in done.stdout

@@ -3,8 +3,10 @@
 The Python API, for notebooks and scripts (each imports its machinery on first call, so
 ``import volseg`` stays light):
 
-- `train`: a training run from ``conf/`` overrides (or a composed config), like ``train.py``;
-- `predict`: label maps from a checkpoint, like ``predict.py``;
+- `train`: a training run from overrides (or a composed config), like ``volseg train``;
+- `compose_run`: the config ``volseg train <overrides>`` would run, its run folder made
+  (``volseg.train(compose_run([...]))`` trains it, so a notebook may change it first);
+- `predict`: label maps from a checkpoint, like ``volseg predict``;
 - `load_run`: a run folder's metrics, per-epoch history and config;
 - `load_runs`: a multirun folder as table rows (`volseg.report`).
 """
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
+from volseg.compose import compose_run
 from volseg.resolvers import register_resolvers
 
 if TYPE_CHECKING:
@@ -26,20 +29,24 @@ register_resolvers()
 
 
 def train(
-    cfg: DictConfig | None = None,
+    cfg: DictConfig | Sequence[str] | None = None,
     *,
     overrides: Sequence[str] = (),
     config_name: str = "train",
     output_dir: str | Path | None = None,
+    config_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train, validate and test as ``python train.py <overrides>`` does.
+    """Train, validate and test as ``volseg train <overrides>`` does.
 
-    ``volseg.train(cfg)`` runs an already composed config (``train.py``, the tests); see
-    `volseg.engine.train.train`. ``volseg.train(overrides=[...])`` composes ``conf/<config_name>``
-    first (`volseg.compose.compose_run`) and makes the run folder the CLI would:
-    ``<paths.log_dir>/<task_name>/runs/<time>_<pid>`` with ``paths.log_dir`` = ``outputs/``
-    under the current folder, or ``output_dir`` when given. That folder gets ``.hydra/``, the
-    resolved ``config.yaml``, and, if the run raises, a failed-run ``metrics.json``.
+    ``volseg.train(cfg)`` runs an already composed config (`compose_run`'s, the tests'); see
+    `volseg.engine.train.train`. ``volseg.train(overrides=[...])`` (or the list alone,
+    ``volseg.train([...])``) composes ``<config_name>.yaml`` first (`compose_run`) and makes
+    the run folder the CLI would: ``<paths.log_dir>/<task_name>/runs/<time>_<pid>`` with
+    ``paths.log_dir`` = ``outputs/`` under the current folder, or ``output_dir`` when given.
+    That folder gets ``.hydra/``, the resolved ``config.yaml``, and, if the run raises, a
+    failed-run ``metrics.json``. ``config_dir`` is a folder of your own configs
+    (``experiment/mine.yaml``), searched after volseg's own, as
+    ``volseg train --config-dir <folder>`` does.
 
     Returns:
         ``metrics.json``'s dictionary; composed from overrides, plus ``run_dir`` (the folder).
@@ -48,13 +55,14 @@ def train(
     from volseg.engine.train import recording_failure
     from volseg.engine.train import train as _train
 
+    if cfg is not None and not isinstance(cfg, DictConfig):
+        cfg, overrides = None, [*cfg, *overrides]
     if cfg is not None:
-        if overrides or output_dir is not None:
-            raise ValueError("volseg.train takes a composed cfg or overrides/output_dir, not both")
+        if overrides or output_dir is not None or config_dir is not None:
+            raise ValueError("volseg.train takes a composed cfg or overrides/output_dir/"
+                             "config_dir, not both")
         return _train(cfg)
-    from volseg.compose import compose_run
-
-    cfg = compose_run(overrides, config_name, output_dir)
+    cfg = compose_run(overrides, config_name, output_dir, config_dir)
     run_dir = Path(cfg.paths.output_dir)
     # As train.py does: the run folder says it failed, and volseg.report lists it so.
     with recording_failure(run_dir):
@@ -64,7 +72,7 @@ def train(
 
 def predict(ckpt_path: str | Path | Sequence[str | Path], input: str | Path,
             output: str | Path, **options: Any) -> dict[str, list]:
-    """Label maps of every volume under ``input`` into ``output``, as ``predict.py`` writes.
+    """Label maps of every volume under ``input`` into ``output``, as ``volseg predict`` writes.
 
     ``options`` are `volseg.inference.predictor.predict_cases`'s (``device``, ``tile_size``,
     ``tta_axes``, ``mc_dropout``, ``save_probabilities``, ``keep_largest``, ...).
@@ -91,4 +99,4 @@ def load_runs(*paths: str | Path) -> list[dict[str, Any]]:
     return _load_runs(*paths)
 
 
-__all__ = ["__version__", "load_run", "load_runs", "predict", "train"]
+__all__ = ["__version__", "compose_run", "load_run", "load_runs", "predict", "train"]

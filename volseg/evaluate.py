@@ -1,4 +1,4 @@
-"""``python -m volseg.evaluate pred=<folder> gt=<folder>``: score predictions against labels.
+"""Score predictions against reference labels (``volseg evaluate pred=<folder> gt=<folder>``).
 
 Pairs every prediction with the reference file of the same name (``case.nii.gz`` with
 ``case.nii.gz``, any volume format SimpleITK reads; as nnU-Net's evaluation, references without
@@ -20,16 +20,12 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
 from rich.table import Table
 
 from volseg.atomic import write_csv, write_json
@@ -130,7 +126,7 @@ def evaluate(
         class_names: one per class, background first; ``None``: ``class_1``, ...
         tolerance_mm: surface Dice tolerance.
         images: folder of the images (nnU-Net ``_0000`` naming allowed) for overlays.
-        cases: score only these predictions (by case name), e.g. the label maps `predict.py`
+        cases: score only these predictions (by case name), e.g. the label maps `volseg predict`
             just wrote beside its probability and uncertainty maps.
 
     Returns:
@@ -208,25 +204,3 @@ def summary_table(report: dict) -> Table:
                  for m in METRICS]
         table.add_row(name, *cells, str(metrics["dice"]["n"]))
     return table
-
-
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    settings = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        report = evaluate(settings["pred"], settings["gt"], settings["output"],
-                          settings["num_classes"], settings["class_names"],
-                          settings["tolerance_mm"], settings["images"])
-    except (FileNotFoundError, ValueError) as error:
-        log.error("%s", error)
-        sys.exit(2)
-    Console().print(summary_table(report))
-    for case, reason in report["failed"]:
-        log.error("FAILED %s: %s", case, reason)
-    log.info("reports written to %s", settings["output"])
-    if report["failed"]:
-        sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

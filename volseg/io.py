@@ -259,7 +259,7 @@ def nifti_findings(path: str | os.PathLike) -> list[tuple[str, str]]:
 def check_nifti(path: str | os.PathLike) -> None:
     """Refuse a NIfTI file that SimpleITK would read wrongly (truncated, NaN/inf voxels).
 
-    For readers that have no problem list to add `nifti_findings` to, such as ``predict.py``.
+    For readers that have no problem list to add `nifti_findings` to, such as ``volseg predict``.
 
     Raises:
         VolumeReadError: the first finding, one line naming the file.

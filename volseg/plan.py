@@ -1,9 +1,10 @@
-"""Fingerprint a dataset and suggest its spacing and patch size: ``python -m volseg.plan``.
+"""Fingerprint a dataset and suggest its spacing and patch size: ``volseg plan``.
 
-``python -m volseg.plan data=<name> [key=value ...]`` composes ``conf/train.yaml`` with the
-same overrides as ``train.py``, builds the data module (no training), fingerprints its cases
-(`volseg.data.fingerprint`), writes the fingerprint beside the cache, prints it, and suggests
-settings by nnU-Net's rules (Isensee et al. 2021, Nat. Methods 18:203):
+``volseg plan data=<name> [key=value ...]`` composes ``train.yaml`` with the same overrides as
+``volseg train`` (``--config-dir DIR`` adds a folder of your own configs), builds the data
+module (no training), fingerprints its cases (`volseg.data.fingerprint`), writes the
+fingerprint beside the cache, prints it, and suggests settings by nnU-Net's rules (Isensee et
+al. 2021, Nat. Methods 18:203):
 
 - target spacing: the median spacing; for anisotropic data (the coarsest median spacing more
   than 3x the others and the median shape along it less than a third of the others) the 10th
@@ -14,7 +15,8 @@ settings by nnU-Net's rules (Isensee et al. 2021, Nat. Methods 18:203):
   aspect (see `suggest_patch_size`).
 
 Plan options go under ``+plan.``: ``+plan.voxel_budget=1048576``, ``+plan.samples_per_case=...``.
-The printed overrides (``data.spacing=[...] data.patch_size=[...]``) go straight to train.py.
+The printed overrides (``data.spacing=[...] data.patch_size=[...]``) go straight to
+``volseg train``.
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from volseg.compose import compose_config, split_config_dir
 from volseg.data.fingerprint import (
     SAMPLES_PER_CASE,
     Fingerprint,
@@ -43,17 +44,16 @@ from volseg.data.fingerprint import (
 )
 from volseg.trusted import instantiate_trusted
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # nnU-Net's ANISO_THRESHOLD: an axis this many times coarser than the others is "anisotropic".
 ANISOTROPY_THRESHOLD = 3.0
 # Voxels in a patch: 128**3, about what a 3D U-Net trains on per sample in 8-11 GB.
 VOXEL_BUDGET = 128**3
 # Patch sizes are multiples of this when the model does not say (four poolings).
 DEFAULT_DIVISOR = 16
-USAGE = """usage: python -m volseg.plan data=<name> [key=value ...]
+USAGE = """usage: volseg plan [--config-dir DIR] data=<name> [key=value ...]
 
-Fingerprints the dataset of conf/data/<name>.yaml and suggests data.spacing and
-data.patch_size. Takes the overrides train.py takes; plan options: +plan.voxel_budget=N,
+Fingerprints the dataset of data=<name> and suggests data.spacing and data.patch_size.
+Takes the overrides `volseg train` takes; plan options: +plan.voxel_budget=N,
 +plan.samples_per_case=N."""
 
 
@@ -209,14 +209,6 @@ def make_plan(
     return Plan(spacing, median_shape, patch, divisor, voxel_budget, separate_z)
 
 
-def compose_config(overrides: Sequence[str]) -> DictConfig:
-    """``conf/train.yaml`` with ``overrides``, resolvable outside ``@hydra.main``."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="plan"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)  # for ${hydra:runtime.cwd} in the paths
-    return cfg
-
-
 def run_plan(cfg: DictConfig, console: Console | None = None) -> tuple[Plan, Fingerprint, Path]:
     """Fingerprint ``cfg.data``'s cases, save the fingerprint, print it and the plan.
 
@@ -235,7 +227,7 @@ def run_plan(cfg: DictConfig, console: Console | None = None) -> tuple[Plan, Fin
             samples_per_case=int(options.get("samples_per_case", SAMPLES_PER_CASE)),
             progress=lambda case_id: status.update(f"fingerprinting {case_id}"),
         )
-    path = fingerprint.save(fingerprint_path(cfg.data.cache_dir))
+    path = fingerprint.save(fingerprint_path(cfg.data.cache_dir, cfg.data.root))
     plan = make_plan(
         fingerprint,
         divisor=model_divisor(OmegaConf.to_container(cfg.model, resolve=True)),
@@ -310,12 +302,13 @@ def _axes_table(title: str) -> Table:
 
 
 def main(argv: Sequence[str] | None = None) -> Plan:
-    """Entry point of ``python -m volseg.plan``."""
+    """Entry point of ``volseg plan``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         raise SystemExit(0)
-    plan, _, _ = run_plan(compose_config(argv))
+    config_dir, overrides = split_config_dir(argv)
+    plan, _, _ = run_plan(compose_config(overrides, config_dir=config_dir))
     return plan
 
 

@@ -1,4 +1,4 @@
-"""``python -m volseg.report <multirun dir>``: a leaderboard of every job of a sweep.
+"""``volseg report <multirun dir>``: a leaderboard of every job of a sweep.
 
 Reads each job folder's ``.hydra/overrides.yaml`` and ``metrics.json`` (written by
 `volseg.engine.train.train`, or `write_failure` for a job that raised) and ranks the jobs by
@@ -472,7 +472,7 @@ def job_csv_columns(rows: Sequence[dict[str, Any]], metric: str) -> list[str]:
 
 def write_leaderboard(paths: Sequence[str | Path], output: str | Path | None = None,
                       metric: str = "val/dice", lower_is_better: bool = False,
-                      command: str = "python -m volseg.report") -> dict[str, Path]:
+                      command: str = "volseg report") -> dict[str, Path]:
     """Read the jobs of ``paths``, write every leaderboard file, print the table.
 
     Args:
@@ -515,8 +515,8 @@ def write_leaderboard(paths: Sequence[str | Path], output: str | Path | None = N
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m volseg.report``; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m volseg.report", description=__doc__,
+    """Entry point of ``volseg report``; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="volseg report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+", metavar="DIR",
                         help="a multirun folder (outputs/train/multiruns/<time>_<pid>), a run "
@@ -528,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="where to write the files (default: the first DIR)")
     args = parser.parse_args(argv)
-    command = "python -m volseg.report " + " ".join(
+    command = "volseg report " + " ".join(
         sys.argv[1:] if argv is None else list(argv))
     try:
         write_leaderboard(args.paths, args.output, args.metric, args.lower_is_better, command)

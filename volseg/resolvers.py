@@ -1,5 +1,9 @@
 """OmegaConf resolvers the configs use; registered when volseg is imported.
 
+``${dataset_json:<root>,<key>}`` reads a setting off a task's ``dataset.json``
+(conf/data/decathlon.yaml). ``import volseg`` imports this module, so a resolver here imports
+anything heavy only when it runs.
+
 Also where ``ckpt_path`` is turned into a checkpoint and a run folder: the Hydra run folder is
 chosen (``${resume_dir:...}`` in conf/hydra/default.yaml) before any training code runs, so
 both must agree on what ``ckpt_path=last`` means.
@@ -11,6 +15,7 @@ import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 LAST = "last"  # ckpt_path value: the newest run of this task that saved checkpoints/last.ckpt
 
@@ -18,12 +23,54 @@ LAST = "last"  # ckpt_path value: the newest run of this task that saved checkpo
 def register_resolvers() -> None:
     """``${pid:}``: the process id, which keeps run folders of simultaneous starts apart.
 
+    ``${cwd:}``: the folder the command started in (``paths.root_dir``). Not
+    ``${hydra:runtime.cwd}``: under ``-m`` Hydra resolves ``hydra.sweep.dir`` before it sets
+    its runtime, so a sweep folder interpolating it could not be made.
+
     ``${resume_dir:new_dir,ckpt_path,train,runs_dir}``: the run folder (see `resume_dir`).
+
+    ``${dataset_json:root,key}``: ``num_classes``, ``in_channels`` or ``class_names`` from
+    ``<root>/dataset.json`` (see `dataset_json`).
     """
     # Cached: Hydra hands a sweep's resolver cache to jobs that submitit runs in other processes,
     # so they resolve hydra.sweep.dir to the same folder instead of one per job.
     OmegaConf.register_new_resolver("pid", os.getpid, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)
+    # Not cached: an edited dataset.json counts at the next resolution.
+    OmegaConf.register_new_resolver("dataset_json", dataset_json, replace=True)
+
+
+class ResolverError(InterpolationResolutionError):
+    """A resolver's error that the user reads as it is: one line, no OmegaConf decoration.
+
+    OmegaConf wraps any other exception a resolver raises ("FileNotFoundError raised while
+    resolving interpolation: ...") and appends ``full_key``/``object_type`` lines; an error
+    flagged as already formatted (OmegaConf's own ``_initialized``) passes through unchanged.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self._initialized = True
+
+
+def dataset_json(root: str, key: str) -> int | list[str]:
+    """``${dataset_json:root,key}``: a setting read off ``<root>/dataset.json``.
+
+    ``key`` is ``num_classes``, ``in_channels`` or ``class_names``; see
+    `volseg.data.adapters.decathlon.dataset_json_setting`.
+
+    Raises:
+        ResolverError: no readable dataset.json, or it lacks the setting; the message is one
+            line naming the file and what to set (``data.root=<task folder>``).
+    """
+    # Imported here: `import volseg` registers this resolver and must stay light.
+    from volseg.data.adapters.decathlon import dataset_json_setting
+
+    try:
+        return dataset_json_setting(root, key)
+    except (OSError, ValueError) as error:
+        raise ResolverError(str(error)) from None
 
 
 def find_last_checkpoint(runs_dir: str | Path) -> Path:

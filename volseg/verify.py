@@ -1,10 +1,11 @@
-"""``python -m volseg.verify data=<name> [overrides]``: check a dataset before training on it.
+"""``volseg verify data=<name> [overrides]``: check a dataset before training on it.
 
-Composes ``conf/train.yaml`` with the overrides as ``train.py`` would, builds ``cfg.data`` and
-checks every case the layout lists with the checks the cache build runs
-(`volseg.data.cache.check_case`): missing or unreadable files (a truncated NIfTI included),
-image channels other than ``data.in_channels``, label grid (shape, spacing, origin, direction)
-different from the image's, label values outside ``0..data.num_classes-1``, NaN/inf voxels.
+Composes ``train.yaml`` with the overrides as ``volseg train`` would (``--config-dir DIR``
+adds a folder of your own configs), builds ``cfg.data`` and checks every case the layout lists
+with the checks the cache build runs (`volseg.data.cache.check_case`): missing or unreadable
+files (a truncated NIfTI included), image channels other than ``data.in_channels``, label grid
+(shape, spacing, origin, direction) different from the image's, label values outside
+``0..data.num_classes-1``, NaN/inf voxels.
 Prints one line per problem, naming the file, then a summary table. Nothing is trained,
 cached or written (the built-in synthetic dataset is generated first if it is missing).
 
@@ -17,22 +18,18 @@ import functools
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 from rich.table import Table
 
 import volseg  # noqa: F401 - registers the config resolvers
+from volseg.compose import compose_config, split_config_dir
 from volseg.data import SegmentationDataModule
 from volseg.data.cache import PROBLEM_KINDS, CaseProblem, case_problems, map_cases
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # What each kind of problem means, for the summary table.
 KIND_HELP = {
     "dataset": "no case list, or layout != config",
@@ -80,18 +77,6 @@ def summary_table(checked: int, problems: Sequence[CaseProblem]) -> Table:
     return table
 
 
-def compose_train_config(overrides: Sequence[str]) -> DictConfig:
-    """``conf/train.yaml`` with ``overrides``, as ``train.py`` composes it, without a run folder."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        # Nothing is written, but ${hydra:...} interpolations need a runtime to resolve.
-        cfg.hydra.runtime.output_dir = str(Path.cwd())
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Verify the dataset that ``argv`` (Hydra overrides) configures; return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -100,9 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(__doc__.strip(), markup=False)
         return 0
     try:
-        cfg = compose_train_config(argv)
+        config_dir, overrides = split_config_dir(argv)
+        cfg = compose_config(overrides, config_dir=config_dir)
         datamodule = instantiate(cfg.data)
-    except (HydraException, OmegaConfBaseException, ValueError) as error:
+    except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     checked, problems = verify_datamodule(datamodule)

@@ -1,4 +1,4 @@
-"""`python -m volseg.bench augment`: a tiny run gives one row per library."""
+"""`volseg bench augment`: a tiny run gives one row per library."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""`python -m volseg.bench data`: a tiny run gives one table row per dataset size."""
+"""`volseg bench data`: a tiny run gives one table row per dataset size."""
 
 import pytest
 

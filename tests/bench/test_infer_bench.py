@@ -1,4 +1,4 @@
-"""`python -m volseg.bench infer`: one tiny run; volseg agrees with MONAI's sliding window."""
+"""`volseg bench infer`: one tiny run; volseg agrees with MONAI's sliding window."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""`python -m volseg.bench metrics`: one small run, values agree across tools, bad tools refused."""
+"""`volseg bench metrics`: one small run, values agree across tools, bad tools refused."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""`python -m volseg.bench models`: the table, the Markdown file and the model config loader."""
+"""`volseg bench models`: the table, the Markdown file and the model config loader."""
 
 import re
 

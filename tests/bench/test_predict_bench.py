@@ -1,4 +1,4 @@
-"""`python -m volseg.bench predict`: one tiny run of the whole predict.py, timed and measured."""
+"""`volseg bench predict`: one tiny run of the whole volseg predict, timed and measured."""
 
 import ast
 

@@ -2,13 +2,22 @@ import gzip
 import logging
 import multiprocessing
 import os
+import re
+from pathlib import Path
 
 import nibabel
 import numpy as np
 import pytest
 
 from volseg.data.adapters.base import Case, DatasetLayout
-from volseg.data.cache import BadCasesError, CaseCache, check_case, map_cases, nifti_findings
+from volseg.data.cache import (
+    BadCasesError,
+    CaseCache,
+    check_case,
+    dataset_cache_dir,
+    map_cases,
+    nifti_findings,
+)
 from volseg.data.preprocess import Preprocessor
 from volseg.io import Volume, read_volume, write_volume
 
@@ -197,3 +206,18 @@ def test_non_finite_float_voxels_are_counted_though_simpleitk_zeroes_them(tmp_pa
     assert np.isfinite(read_volume(path).array).all()  # why the file itself is scanned
     assert nifti_findings(path) == [("non-finite", f"{path}: 3 NaN/inf voxel(s) (SimpleITK "
                                                    "would read them as 0)")]
+
+
+def test_dataset_cache_dir_is_one_folder_per_dataset_root(tmp_path, monkeypatch):
+    one, two = tmp_path / "one" / "Task01", tmp_path / "two" / "Task01"
+    one.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(one)
+    folder = dataset_cache_dir("cache", one)
+    assert folder.parent == Path("cache") and re.fullmatch(r"Task01-[0-9a-f]{8}", folder.name)
+    # However the same folder is spelled: relative, with "..", through a link.
+    monkeypatch.chdir(tmp_path / "one")
+    for spelling in ("Task01", "../one/Task01/", tmp_path / "link"):
+        assert dataset_cache_dir("cache", spelling) == folder
+    # Another dataset of the same name elsewhere gets its own folder.
+    assert dataset_cache_dir("cache", two) != folder
+    assert dataset_cache_dir("cache", two).name.startswith("Task01-")

@@ -2,7 +2,9 @@ import json
 
 import numpy as np
 import pytest
+from hydra.utils import instantiate
 
+from tests.conftest import compose_config
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.fingerprint import (
     Fingerprint,
@@ -11,7 +13,7 @@ from volseg.data.fingerprint import (
     with_dataset_statistics,
 )
 from volseg.data.preprocess import Preprocessor
-from volseg.io import Volume
+from volseg.io import Volume, write_volume
 
 
 class MemoryLayout(DatasetLayout):
@@ -169,3 +171,48 @@ def test_with_dataset_statistics_needs_foreground():
     json.dumps(fingerprint.to_dict(), allow_nan=False)  # no NaN in the file
     with pytest.raises(ValueError, match="no foreground voxels"):
         with_dataset_statistics(Preprocessor(intensity="ct_percentile"), fingerprint)
+
+
+def _raw_task(root, offset: float) -> np.ndarray:
+    """An nnU-Net raw task with cases c0, c1 (1 channel, labels 0..1); its foreground voxels."""
+    rng = np.random.default_rng(int(offset) % 1000)
+    (root / "dataset.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1},
+        "file_ending": ".nii.gz"}))
+    foreground = []
+    for case in ("c0", "c1"):
+        image = rng.normal(offset, 20.0, (8, 8, 4)).astype(np.float32)
+        label = np.zeros((8, 8, 4), np.uint8)
+        label[2:6, 2:6, 1:3] = 1
+        write_volume(Volume(image, (1.0, 1.0, 2.0)), root / "imagesTr" / f"{case}_0000.nii.gz")
+        write_volume(Volume(label, (1.0, 1.0, 2.0)), root / "labelsTr" / f"{case}.nii.gz")
+        foreground.append(image[label > 0])
+    return np.concatenate(foreground).astype(np.float64)
+
+
+def test_datasets_sharing_a_cache_dir_keep_their_own_fingerprints(tmp_path):
+    cache_dir = tmp_path / "cache"
+    tasks = {"a": tmp_path / "one" / "Task", "b": tmp_path / "two" / "Task"}  # one folder name
+    voxels = {"a": _raw_task(tasks["a"], 100.0), "b": _raw_task(tasks["b"], -500.0)}
+    modules = {}
+    for name, root in tasks.items():  # a, then b: b must not take a's saved statistics
+        cfg = compose_config("train", tmp_path, [
+            "data=decathlon", f"data.root={root}", f"data.cache_dir={cache_dir}",
+            "data.preprocessing.intensity=ct_percentile", "data.cache_workers=0"])
+        modules[name] = instantiate(cfg.data)
+        modules[name].prepare_data()
+
+    paths = {name: dm.fingerprint_path for name, dm in modules.items()}
+    assert paths["a"] != paths["b"]
+    assert sorted(cache_dir.glob("*/fingerprint.json")) == sorted(paths.values())
+    for name, dm in modules.items():
+        assert paths[name].parent.name.startswith("Task-")
+        saved = Fingerprint.load(paths[name]).intensity[0]
+        assert saved.mean == pytest.approx(voxels[name].mean())
+        assert saved.voxels == voxels[name].size
+        assert dm.preprocessor.statistics["mean"] == [pytest.approx(voxels[name].mean())]
+        # The preprocessed cases live in the same dataset folder, apart from the other's.
+        assert dm.cache.folder.parent == paths[name].parent
+        assert sorted(p.name for p in dm.cache.folder.glob("*.image.npy")) == [
+            "c0.image.npy", "c1.image.npy"]

@@ -116,6 +116,25 @@ def test_extra_ranks_run_this_job_in_its_folder(tmp_path):
     assert not any(c.startswith("hydra.mode") or c == "--multirun" for c in command)
 
 
+def test_extra_ranks_run_volseg_train_with_the_users_config_folder(tmp_path):
+    """Whatever started the job (the `volseg` script, train.py, a notebook), ranks run
+    ``python -m volseg train``, and see the same ``--config-dir`` as rank 0."""
+    from hydra.conf import ConfigSourceInfo
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import read_write
+
+    from volseg.engine.launch import rank_command
+
+    cfg = compose_config("train", tmp_path, ["seed=3"])
+    with read_write(cfg.hydra):  # as --config-dir leaves it
+        cfg.hydra.runtime.config_sources.append(ConfigSourceInfo(
+            path=f"file://{tmp_path}/myconf", schema="file", provider="command-line"))
+    HydraConfig().set_config(cfg)
+    command, _ = rank_command(1)
+    assert command[1:6] == ["-m", "volseg", "train", "--config-name", "train"]
+    assert command[6:8] == ["--config-dir", f"{tmp_path}/myconf"]
+
+
 def test_gpu_ddp_config_asks_for_ddp_and_sync_batchnorm(tmp_path):
     from pytorch_lightning.plugins import TorchSyncBatchNorm
     from pytorch_lightning.strategies import DDPStrategy

@@ -88,14 +88,7 @@ def test_res2unet3d_luna16(tmp_path):
     assert paper.data.preprocessing.intensity == "ct_window"
     assert list(paper.data.preprocessing.window) == [-1000.0, 400.0]
 
-    root = tmp_path / "data" / "luna16"
-    rows = []
-    for i in range(5):  # every scan has a nodule: Dice is defined in each split
-        image = test_luna16.write_scan(root, f"subset{i % 2}", f"1.3.6.{i}", shape=(16, 16, 8),
-                                       spacing=(1.5, 1.5, 2.5))
-        rows.append([f"1.3.6.{i}", *image.TransformContinuousIndexToPhysicalPoint(
-            (8.2, 7.7, 4.1)), 9.0])
-    test_luna16.write_annotations(root, rows)
+    test_luna16.write_dataset(tmp_path / "data" / "luna16")  # every scan has a nodule
     cfg, metrics = run(tmp_path, "res2unet3d_luna16", "model.features=4", "model.num_levels=3",
                        "data.spacing=[1.5,1.5,2.5]", *patch(16))
     assert per_class(cfg, "test") == {"test/dice_nodule"} <= metrics.keys()

@@ -2,7 +2,6 @@
 
 import inspect
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import volseg.losses
+from tests.conftest import CONF_DIR
 from tests.losses.random_inputs import random_logits_labels
 from volseg.losses import (
     CrossEntropyLoss,
@@ -23,7 +23,7 @@ from volseg.losses import (
     WeightedSum,
 )
 
-CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
+CONF = CONF_DIR / "loss"
 SHAPE = (2, 3, 4, 5, 6)
 IGNORE = 255
 

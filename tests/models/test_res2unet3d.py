@@ -1,15 +1,14 @@
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models.blocks import Res2NetBlock3d
 from volseg.models.res2unet3d import Res2UNet3D
 
-CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "res2unet3d.yaml"
+CONFIG = CONF_DIR / "model" / "res2unet3d.yaml"
 
 
 def _n_params(model: nn.Module) -> int:

@@ -1,15 +1,14 @@
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.losses import DeepSupervisionLoss, DiceCELoss
 from volseg.models.residual_unet3d import ContextModule, ResidualUNet3D
 
-CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "residual_unet3d.yaml"
+CONFIG = CONF_DIR / "model" / "residual_unet3d.yaml"
 
 
 def _n_params(model: nn.Module) -> int:

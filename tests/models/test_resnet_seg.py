@@ -1,15 +1,14 @@
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from monai.networks.nets import resnet as monai_resnet
 from torch import nn
 
+from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models.resnet_seg import ResNetSeg
 
-CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "resnet_seg.yaml"
+CONFIG = CONF_DIR / "model" / "resnet_seg.yaml"
 
 
 def _n_params(model: nn.Module) -> int:

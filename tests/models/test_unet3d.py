@@ -1,14 +1,13 @@
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
+from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
 from volseg.models import UNet3D
 
-CONFIG = Path(__file__).resolve().parents[2] / "conf" / "model" / "unet3d.yaml"
+CONFIG = CONF_DIR / "model" / "unet3d.yaml"
 
 
 def _n_params(model: nn.Module) -> int:

@@ -1,7 +1,7 @@
 """Bad input: each case fails with one line naming the file or key, or is handled (pad, skip).
 
 Training data is checked where the cache is built (`volseg.data.cache.check_case`, which
-``python -m volseg.verify`` runs too); ``predict.py`` reads through `volseg.inference.inputs`.
+``volseg verify`` runs too); ``predict.py`` reads through `volseg.inference.inputs`.
 Every failing case also asserts that nothing was written under its final name.
 """
 

@@ -1,1 +1,1 @@
-"""Benchmarks run as ``python -m volseg.bench <subcommand>``; one module per subcommand."""
+"""Benchmarks run as ``volseg bench <subcommand>``; one module per subcommand."""

@@ -1,4 +1,4 @@
-"""``python -m volseg.bench <subcommand> ...``: one subcommand per benchmark module.
+"""``volseg bench <subcommand> ...``: one subcommand per benchmark module.
 
 A benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int``; adding one
 (``augment``, ``infer``, ``predict``, ``metrics``, ``data``) is one more entry in `SUBCOMMANDS`.
@@ -21,7 +21,7 @@ SUBCOMMANDS = {
                                         "composed resampling vs MONAI and TorchIO"),
     "infer": ("volseg.bench.infer", "sliding-window inference against MONAI's: probability "
                                     "agreement, time and peak RSS, and a fast mode"),
-    "predict": ("volseg.bench.predict", "the whole predict.py on one large CT (default "
+    "predict": ("volseg.bench.predict", "the whole volseg predict on one large CT (default "
                                         "512x512x400): wall time and peak memory"),
     "data": ("volseg.bench.data", "cache build time (in-process vs worker processes) and "
                                   "training RSS for growing dataset sizes"),
@@ -30,7 +30,7 @@ SUBCOMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the command line), run the chosen benchmark, return its status."""
-    parser = argparse.ArgumentParser(prog="python -m volseg.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="volseg bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     modules = {}

@@ -1,4 +1,4 @@
-"""``python -m volseg.bench augment``: augmented training patches per second against MONAI and
+"""``volseg bench augment``: augmented training patches per second against MONAI and
 TorchIO, on the same work in the same run.
 
 One random volume (default 256x256x200, float32 image and a uint8 label, memory-mapped from
@@ -296,7 +296,7 @@ def run(args: argparse.Namespace) -> int:
         volume, patch = "x".join(map(str, args.volume)), "x".join(map(str, args.patch))
         write_report(
             args.markdown, "Augmented patches per second: volseg, MONAI, TorchIO",
-            "python -m volseg.bench augment " + " ".join(sys.argv[2:]), machine,
+            "volseg bench augment " + " ".join(sys.argv[2:]), machine,
             f"{patch} patches from a {volume} memory-mapped volume, each with rotation "
             f"(+-{ROTATION_DEG:g} deg), scaling ({SCALE_RANGE[0]}-{SCALE_RANGE[1]}), elastic "
             "deformation, flips (0.5 per axis), gamma and Gaussian noise; one warm-up patch, "

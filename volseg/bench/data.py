@@ -1,4 +1,4 @@
-"""``python -m volseg.bench data``: cache build time, and training RAM against dataset size.
+"""``volseg bench data``: cache build time, and training RAM against dataset size.
 
 A dataset of N random cases (float32 volumes with a few label blobs, NIfTI, in the nnU-Net raw
 layout) is written to a temporary folder for each N in ``--cases``. For each N the cache is
@@ -306,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(results, args.workers, args.batches)
     print(f"{machine}\n\n{table}")
     if args.markdown:
-        command = (f"python -m volseg.bench data --cases {','.join(map(str, args.cases))} "
+        command = (f"volseg bench data --cases {','.join(map(str, args.cases))} "
                    f"--size {','.join(map(str, args.size))} "
                    f"--patch {','.join(map(str, args.patch))} --batches {args.batches} "
                    f"--batch-size {args.batch_size} --workers {args.workers}")

@@ -1,4 +1,4 @@
-"""``python -m volseg.bench infer``: volseg's sliding window against MONAI's, and a fast mode.
+"""``volseg bench infer``: volseg's sliding window against MONAI's, and a fast mode.
 
 Every row runs in a fresh Python process (so peak RSS is that mode's alone) on the same
 network (MONAI's BasicUNet with seeded weights), the same seeded volume, the same tile,

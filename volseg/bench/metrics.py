@@ -1,4 +1,4 @@
-"""``python -m volseg.bench metrics``: surface metrics against MONAI and SimpleITK, same masks.
+"""``volseg bench metrics``: surface metrics against MONAI and SimpleITK, same masks.
 
 Two masks on a 256 x 256 x 200 grid with 0.8 x 0.8 x 2.5 mm voxels (a CT-like anisotropy): the
 target an ellipsoid, the prediction a shifted, resized ellipsoid plus scattered false-positive
@@ -228,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{header}\n\n{table}")
     if args.markdown:
         command = (
-            f"python -m volseg.bench metrics --shape {' '.join(map(str, args.shape))} "
+            f"volseg bench metrics --shape {' '.join(map(str, args.shape))} "
             f"--spacing {' '.join(f'{s:g}' for s in args.spacing)} "
             f"--repeats {args.repeats}"
         )

@@ -1,4 +1,4 @@
-"""``python -m volseg.bench models``: size, speed and memory of every ``conf/model/*.yaml``.
+"""``volseg bench models``: size, speed and memory of every ``conf/model/*.yaml``.
 
 For each model config the network is built with 1 input and 3 output channels (the synthetic
 data's setting, so rows compare like with like), its trainable parameters are counted, and one
@@ -34,8 +34,9 @@ from torch import nn
 
 from volseg.bench.machine import machine_description
 from volseg.bench.report import write_report
+from volseg.compose import builtin_config_dir
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf" / "model"
+MODEL_CONFIGS = builtin_config_dir() / "model"
 BENCH_IN_CHANNELS = 1
 BENCH_OUT_CHANNELS = 3
 
@@ -74,7 +75,7 @@ class ModelResult:
     notes: list[str] = field(default_factory=list)
 
 
-def model_config_paths(conf_dir: str | os.PathLike = CONF_DIR) -> dict[str, Path]:
+def model_config_paths(conf_dir: str | os.PathLike = MODEL_CONFIGS) -> dict[str, Path]:
     """Every ``*.yaml`` under ``conf_dir``, by name (the file stem), sorted."""
     return {p.stem: p for p in sorted(Path(conf_dir).glob("*.yaml"))}
 
@@ -310,7 +311,7 @@ def benchmark_models(
     repeats: int = 3,
     device: str = "cpu",
     threads: int | None = None,
-    conf_dir: str | os.PathLike = CONF_DIR,
+    conf_dir: str | os.PathLike = MODEL_CONFIGS,
     isolate: bool = True,
 ) -> list[ModelResult]:
     """Measure the named model configs (default: all of ``conf_dir``), one fresh process each.
@@ -411,7 +412,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU intra-op threads (default: torch.get_num_threads())")
     parser.add_argument("--configs", default=None,
                         help="comma-separated conf/model names (default: all)")
-    parser.add_argument("--conf-dir", default=str(CONF_DIR), help="folder of model YAMLs")
+    parser.add_argument("--conf-dir", default=str(MODEL_CONFIGS), help="folder of model YAMLs")
     parser.add_argument("--markdown", default=None, metavar="PATH",
                         help="also write the table with a short header to PATH, "
                              "e.g. docs/models.md")
@@ -433,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(results, args.size)
     print(f"{machine}\ndevice: {args.device}\n\n{table}")
     if args.markdown:
-        command = "python -m volseg.bench models " + " ".join(
+        command = "volseg bench models " + " ".join(
             f"--{k} {v}" for k, v in (("size", args.size), ("repeats", args.repeats),
                                       ("device", args.device), ("threads", threads)))
         write_report(

@@ -1,10 +1,10 @@
-"""``python -m volseg.bench predict``: the whole ``predict.py`` on one large CT, time and memory.
+"""``volseg bench predict``: the whole ``volseg predict`` on one large CT, time and memory.
 
 A CT of ``--size`` voxels (default 512x512x400, a typical abdominal scan) at ``--spacing`` is
 written as int16 NIfTI, and a checkpoint is saved whose preprocessing resamples to
 ``--model-spacing`` and whose network (a narrow, untrained 3D U-Net: the stitching, not the
 network, is what this measures) predicts ``--classes`` classes with ``--tile`` tiles at
-``--overlap``. ``python predict.py`` then runs in a fresh process, reading, preprocessing,
+``--overlap``. ``volseg predict`` then runs in a fresh process, reading, preprocessing,
 sliding-window inference, resampling the probabilities back and writing the label map, and the
 table reports its wall time and peak resident memory (the child process's maximum RSS), and
 checks that the written label map has the input's exact grid. The machine has no swap, so a
@@ -28,8 +28,6 @@ import SimpleITK as sitk
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command, write_report
 from volseg.io import Volume
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def write_ct(path: Path, size: Sequence[int], spacing: Sequence[float]) -> sitk.Image:
@@ -76,21 +74,21 @@ def write_checkpoint(path: Path, classes: int, model_spacing: Sequence[float],
 
 
 def benchmark(args: argparse.Namespace) -> str:
-    """Run ``predict.py`` once on the fabricated CT and return the Markdown table."""
+    """Run ``volseg predict`` once on the fabricated CT and return the Markdown table."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         (folder / "in").mkdir()
         ct, ckpt = folder / "in" / "ct_0000.nii.gz", folder / "model.ckpt"
         ct_image = write_ct(ct, args.size, args.spacing)
         write_checkpoint(ckpt, args.classes, args.model_spacing, args.tile, args.overlap)
-        command = [sys.executable, str(ROOT / "predict.py"), f"ckpt_path={ckpt}",
+        command = [sys.executable, "-m", "volseg", "predict", f"ckpt_path={ckpt}",
                    f"input={folder / 'in'}", f"output={folder / 'out'}", "device=cpu",
                    f"paths.log_dir={folder / 'logs'}"]
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
-            raise RuntimeError(f"predict.py failed:\n{done.stderr[-3000:]}")
+            raise RuntimeError(f"volseg predict failed:\n{done.stderr[-3000:]}")
         peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         label = sitk.ReadImage(str(folder / "out" / "ct.nii.gz"))
         grid = Volume.from_sitk(ct_image).geometry_mismatch(Volume.from_sitk(label),

@@ -16,12 +16,12 @@ def comma_ints(text: str) -> list[int]:
 
 
 def rerun_command(subcommand: str, args: argparse.Namespace, options: Sequence[str]) -> str:
-    """The ``python -m volseg.bench`` command line that gives ``args``' values to ``options``.
+    """The ``volseg bench`` command line that gives ``args``' values to ``options``.
 
     ``options`` are attribute names (``model_spacing`` is written ``--model-spacing``); list
     values are written space-separated, as argparse's ``nargs`` reads them.
     """
-    parts = [f"python -m volseg.bench {subcommand}"]
+    parts = [f"volseg bench {subcommand}"]
     for name in options:
         value = getattr(args, name)
         text = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -1,16 +1,24 @@
 """Check and preprocess each case once, and keep it as memory-mappable arrays.
 
-Layout of a cache folder (one per preprocessing setting, keyed by a hash of it)::
+Under ``data.cache_dir`` each dataset has a folder of its own, ``<dataset>`` below
+(`dataset_cache_dir`: the root folder's name and a hash of its resolved path), so datasets
+sharing a cache_dir (two Decathlon tasks) share no file. It holds the dataset fingerprint
+(`volseg.data.fingerprint`) and a folder per preprocessing setting, keyed by a hash of it::
 
-    <cache_dir>/<key>/<case>.image.npy      float32 (C, x, y, z), preprocessed
-    <cache_dir>/<key>/<case>.label.npy      uint8 (x, y, z), on the same grid
-    <cache_dir>/<key>/<case>.locations.npy  sampled voxel indices of the foreground classes
-    <cache_dir>/<key>/<case>.json           geometry before/after, the preprocessing `Trace`,
-                                            class voxel counts, source fingerprint
-    <cache_dir>/<key>/<case>.problems.json  instead of the above: why the case is unusable
+    <cache_dir>/<dataset>/fingerprint.json             the plan's dataset fingerprint
+    <cache_dir>/<dataset>/<key>/preprocessing.json     the setting
+    <cache_dir>/<dataset>/<key>/<case>.image.npy       float32 (C, x, y, z), preprocessed
+    <cache_dir>/<dataset>/<key>/<case>.label.npy       uint8 (x, y, z), on the same grid
+    <cache_dir>/<dataset>/<key>/<case>.locations.npy   sampled voxel indices of the foreground
+                                                       classes
+    <cache_dir>/<dataset>/<key>/<case>.json            geometry before/after, the preprocessing
+                                                       `Trace`, class voxel counts, source
+                                                       fingerprint
+    <cache_dir>/<dataset>/<key>/<case>.problems.json   instead of the above: why the case is
+                                                       unusable
 
 Every case is checked before it is preprocessed (`check_case`, the same checks
-``python -m volseg.verify`` runs). The JSON is written last and atomically: a case counts as
+``volseg verify`` runs). The JSON is written last and atomically: a case counts as
 cached only when it exists and its source fingerprint (path, size, mtime of every input file)
 matches, so an interrupted build or an edited source file is simply redone; a case that failed
 its checks is recorded the same way and checked again only once its files change. Cases are
@@ -47,7 +55,7 @@ MAX_LOCATIONS_PER_CLASS = 20_000
 # 2: num_classes and in_channels in the key (the locations and checks depend on them);
 #    locations as one memory-mappable .npy
 CACHE_VERSION = 2
-# What can be wrong with a case, in the order `python -m volseg.verify` reports them.
+# What can be wrong with a case, in the order `volseg verify` reports them.
 PROBLEM_KINDS = ("dataset", "missing", "unreadable", "channels", "geometry", "labels",
                  "non-finite")
 # Serial seconds the cases left after the first must promise before worker processes are
@@ -89,7 +97,7 @@ class BadCasesError(ValueError):
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(
             f"{cases} case(s) failed their checks; fix them, or set data.skip_bad_cases=true "
-            f"to train without them (python -m volseg.verify lists them too):\n{lines}"
+            f"to train without them (volseg verify lists them too):\n{lines}"
         )
 
 
@@ -211,6 +219,21 @@ def _check_label(
 # --- the cache ---------------------------------------------------------------------------------
 
 
+def dataset_cache_dir(cache_dir: str | Path, root: str | Path) -> Path:
+    """The cache folder of the dataset at ``root``: ``<cache_dir>/<root name>-<hash>``.
+
+    ``<hash>`` is 8 hex digits of the SHA-1 of ``root``'s resolved absolute path, so each
+    dataset gets its own folder (two Decathlon tasks under one ``data.cache_dir`` never share
+    a fingerprint or a preprocessed case, even with the same case ids), the same one however
+    ``root`` is spelled, and the name says which dataset it is: e.g.
+    ``data/cache/decathlon/Task01_BrainTumour-3f2a9c1b/``. Moving or renaming the dataset
+    starts a new folder.
+    """
+    resolved = Path(root).expanduser().resolve()
+    digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+    return Path(cache_dir) / f"{resolved.name or 'root'}-{digest}"
+
+
 def default_workers() -> int:
     """Cache-building processes when ``data.cache_workers`` is null: min(4, usable CPU cores)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -221,7 +244,8 @@ class CaseCache:
     """Checked, preprocessed cases of one dataset under one preprocessing setting.
 
     Args:
-        cache_dir: the dataset's cache folder; a subfolder per preprocessing setting is made.
+        cache_dir: the dataset's own cache folder (`dataset_cache_dir`); a subfolder per
+            preprocessing setting is made in it.
         layout: the dataset adapter that reads original cases.
         preprocessor: the preprocessing to apply.
         num_classes: labels must lie in ``[0, num_classes)``.

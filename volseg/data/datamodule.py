@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.augment import Augmentation, BatchAugmentation
-from volseg.data.cache import BadCasesError, CaseCache, CaseProblem
+from volseg.data.cache import BadCasesError, CaseCache, CaseProblem, dataset_cache_dir
 from volseg.data.datasets import PatchDataset, VolumeDataset, collate_volume
 from volseg.data.fingerprint import (
     fingerprint_path,
@@ -33,7 +33,7 @@ class SegmentationDataModule(pl.LightningDataModule):
     """One data module for every dataset; the layout adapter is the only per-dataset part.
 
     `prepare_data` checks every case (see `volseg.data.cache.check_case`, the checks of
-    ``python -m volseg.verify``) and caches it preprocessed, in ``cache_workers`` processes.
+    ``volseg verify``) and caches it preprocessed, in ``cache_workers`` processes.
     A dataset with bad cases is refused with one error that lists them all, unless
     ``skip_bad_cases`` leaves them out (with a warning each) of `cases` and of the splits.
     `setup` reads (or makes, once) ``split.file`` and picks the plain train/val split or
@@ -50,7 +50,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         batch_size: training patches per batch.
         num_workers: data loader worker processes (0 loads in the training process).
         preprocessing: intensity settings for `Preprocessor` (``intensity``, ``window``, ...).
-        cache_dir: where preprocessed cases are kept.
+        cache_dir: where cached data is kept: this dataset's in a folder of its own,
+            ``<cache_dir>/<root name>-<hash>`` (`volseg.data.cache.dataset_cache_dir`),
+            its fingerprint and its preprocessed cases.
         split: ``val``/``test`` fractions, ``seed``, ``folds`` (cross-validation folds, 5),
             ``stratify`` (spread each foreground class over the splits; see
             `volseg.data.splits`) and ``file`` (the saved ``splits.json``).
@@ -137,28 +139,31 @@ class SegmentationDataModule(pl.LightningDataModule):
                 raise ValueError("data.sparse_annotation needs data.ignore_index (e.g. 255)")
             self.sparse = SparseAnnotation(ignore_index=ignore_index, **sparse_annotation)
         self.cache_dir = cache_dir
+        # Everything cached about this dataset, apart from any other dataset's in cache_dir.
+        self.dataset_cache_dir = dataset_cache_dir(cache_dir, root)
+        self.fingerprint_path = fingerprint_path(cache_dir, root)
         self.cache = self._make_cache()
         self.split: dict[str, list[str]] = {}
         self._cases: dict[str, Case] = {}
         self._skipped: dict[str, list[CaseProblem]] = {}
 
     def _make_cache(self) -> CaseCache:
-        return CaseCache(self.cache_dir, self.layout, self.preprocessor, self.num_classes,
-                         self.in_channels, self.ignore_index)
+        return CaseCache(self.dataset_cache_dir, self.layout, self.preprocessor,
+                         self.num_classes, self.in_channels, self.ignore_index)
 
     def ensure_statistics(self) -> None:
         """Fill in dataset intensity statistics when the preprocessing needs them.
 
         ``ct_percentile`` (nnU-Net's CT scheme) clips and normalises with the foreground
         statistics of the whole dataset. They come from the dataset fingerprint
-        (``python -m volseg.plan`` writes it; computed here once if missing) and become part
+        (``volseg plan`` writes it; computed here once if missing) and become part
         of the preprocessing settings, hence of the cache key and of the checkpoint.
         """
         if not self.preprocessor.needs_statistics:
             return
         self.layout.prepare()
         fingerprint = load_or_compute_fingerprint(
-            fingerprint_path(self.cache_dir), self.layout, self.cases(), self.num_classes,
+            self.fingerprint_path, self.layout, self.cases(), self.num_classes,
             self.preprocessor.orientation,
         )
         self.preprocessor = with_dataset_statistics(self.preprocessor, fingerprint)

@@ -7,7 +7,8 @@ intensity statistics of foreground voxels (label > 0) per channel, from a sample
 case. The CT normalisation (``intensity: ct_percentile``) takes its clip range and z-score from
 these statistics (`with_dataset_statistics`).
 
-`python -m volseg.plan` computes and saves the fingerprint; the data module can read it back.
+`volseg plan` computes and saves the fingerprint in the dataset's own cache folder
+(`fingerprint_path`); the data module can read it back.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from volseg.atomic import write_json
 from volseg.data.adapters.base import Case, DatasetLayout
+from volseg.data.cache import dataset_cache_dir
 from volseg.data.preprocess import (
     Preprocessor,
     nonzero_box,
@@ -266,9 +268,14 @@ def with_dataset_statistics(preprocessor: Preprocessor, fingerprint: Fingerprint
     return dataclasses.replace(preprocessor, statistics=statistics)
 
 
-def fingerprint_path(cache_dir: str | Path) -> Path:
-    """Where the plan writes a dataset's fingerprint: beside its preprocessed-case folders."""
-    return Path(cache_dir) / FINGERPRINT_FILE
+def fingerprint_path(cache_dir: str | Path, root: str | Path) -> Path:
+    """Where the dataset at ``root`` keeps its fingerprint: in its own cache folder.
+
+    ``<cache_dir>/<root name>-<hash of the resolved root>/fingerprint.json``
+    (`volseg.data.cache.dataset_cache_dir`), beside its preprocessed-case folders: datasets
+    sharing ``data.cache_dir`` never read each other's statistics.
+    """
+    return dataset_cache_dir(cache_dir, root) / FINGERPRINT_FILE
 
 
 def load_or_compute_fingerprint(
@@ -279,7 +286,7 @@ def load_or_compute_fingerprint(
     ``num_classes`` and ``orientation``; else `compute_fingerprint`, saved there.
 
     Edited files under an unchanged case list are not noticed: delete the file (or rerun
-    ``python -m volseg.plan``) after changing a dataset's contents.
+    ``volseg plan``) after changing a dataset's contents.
     """
     path = Path(path)
     if path.is_file():

@@ -1,7 +1,7 @@
 """Per-case preprocessing, and the way back onto the original grid for predictions.
 
 The same `Preprocessor` runs on training data (once, then cached) and on every volume given to
-`predict.py`: its settings travel inside the checkpoint (`to_dict` / `from_dict`), as nnU-Net's
+`volseg predict`: its settings travel inside the checkpoint (`to_dict` / `from_dict`), as nnU-Net's
 plans do (Isensee et al. 2021, Nat. Methods 18:203), so a prediction sees exactly what training
 saw. The steps, in order (1, 2 and 5 only when configured):
 
@@ -275,7 +275,7 @@ class Preprocessor:
         if self.statistics is None:
             raise ValueError(
                 "data.preprocessing.intensity=ct_percentile needs the dataset's foreground "
-                "statistics (data.preprocessing.statistics): run `python -m volseg.plan "
+                "statistics (data.preprocessing.statistics): run `volseg plan "
                 "data=<name>` and pass the statistics it prints, or let the data module compute "
                 "them from the dataset fingerprint (volseg.data.fingerprint)"
             )

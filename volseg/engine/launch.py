@@ -1,8 +1,8 @@
 """DDP under Hydra: how Lightning starts the other ranks of a run as new processes.
 
-With ``strategy: ddp`` Lightning runs the training script again for every rank but the first.
+With ``strategy: ddp`` Lightning runs the training command again for every rank but the first.
 Its own command for that (``_hydra_subprocess_cmd``) repeats the whole command line: under
-``python train.py -m ...`` each extra rank would start the whole sweep again, in a new sweep
+``volseg train -m ...`` each extra rank would start the whole sweep again, in a new sweep
 folder, and join the wrong jobs' process groups. `rank_command` runs just the current job
 instead, as a single run in that job's own output folder; `ddp_job` lets the next job of a
 sweep (same process) start its own ranks.
@@ -29,23 +29,23 @@ _LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_S
 # Hydra overrides a rank process keeps: how its logging is set up. The rest (launcher, sweeper,
 # run and sweep folders, the mode) concern the parent's sweep, not one job.
 _KEPT_HYDRA_OVERRIDES = ("hydra.job.", "hydra.job_logging", "hydra/job_logging",
-                         "hydra.hydra_logging", "hydra/hydra_logging", "hydra.verbose")
+                         "hydra.hydra_logging", "hydra/hydra_logging", "hydra.verbose",
+                         "hydra.searchpath")
 
 
 def rank_command(local_rank: int) -> tuple[list[str], str]:
     """The command line and working folder for DDP rank ``local_rank`` of this Hydra job.
 
-    The job's own overrides (under ``-m``: this job's values, not the sweep's lists), its
-    output folder as ``hydra.run.dir``, and no second ``.hydra/`` config copy.
+    ``python -m volseg train`` (whatever started the job: ``volseg train``, ``train.py`` or
+    ``volseg.train()``), the same config folders (``--config-dir``), the job's own overrides
+    (under ``-m``: this job's values, not the sweep's lists), its output folder as
+    ``hydra.run.dir``, and no second ``.hydra/`` config copy.
     """
-    import __main__  # the running script, as Lightning finds it
-
     hydra_cfg = HydraConfig.get()
-    spec = getattr(__main__, "__spec__", None)
-    if spec is None:
-        command = [sys.executable, str(__main__.__file__)]
-    else:
-        command = [sys.executable, "-m", spec.name]
+    command = [sys.executable, "-m", "volseg", "train", "--config-name", hydra_cfg.job.config_name]
+    for source in hydra_cfg.runtime.config_sources:
+        if source.provider == "command-line":  # --config-dir: a file:// path
+            command += ["--config-dir", source.path.removeprefix("file://")]
     command += list(hydra_cfg.overrides.task)
     command += [o for o in hydra_cfg.overrides.hydra if o.startswith(_KEPT_HYDRA_OVERRIDES)]
     command += [f'hydra.run.dir="{hydra_cfg.runtime.output_dir}"', "hydra.output_subdir=null",

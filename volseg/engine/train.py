@@ -18,6 +18,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
 from volseg.atomic import write_json
@@ -72,6 +73,10 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     module = build_module(cfg, datamodule)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    if not loggers:
+        # Lightning refuses a learning-rate monitor without a logger to write to: with
+        # `logger=none` the default callbacks still run, minus that one.
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     use_rank_command()  # strategy=ddp under `-m`: extra ranks run this job, not the sweep
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 

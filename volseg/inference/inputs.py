@@ -1,4 +1,4 @@
-"""What `predict.py` reads: cases found in a file, a folder or a list file, and their reading.
+"""What `volseg predict` reads: cases found in a file, a folder or a list file, and their reading.
 
 A case is one volume file, several files in nnU-Net's channel naming (``case_0000.nii.gz``,
 ``case_0001.nii.gz`` -> case ``case`` with two channels), or a folder holding one DICOM series

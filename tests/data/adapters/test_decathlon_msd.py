@@ -6,7 +6,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 from hydra.utils import instantiate
-from omegaconf.errors import MissingMandatoryValue
 
 from tests.conftest import compose_config
 from volseg.data.adapters.decathlon import DecathlonLayout, class_names_from_labels
@@ -99,19 +98,26 @@ def test_labels_either_way_round(tmp_path):
         class_names_from_labels({"0": "background", "2": "edema"}, path)
 
 
-def test_config_placeholders_and_metadata_check(tmp_path):
-    root = tmp_path / "data" / "decathlon"
+def test_config_reads_dataset_json_and_command_line_wins(tmp_path):
+    root = tmp_path / "Task01_BrainTumour"
     write_msd(root)
-    cfg = compose_config("train", tmp_path, ["data=decathlon"])
-    with pytest.raises(MissingMandatoryValue, match="num_classes"):
-        instantiate(cfg.data)
-    names = "data.class_names=[background,edema,non_enhancing,enhancing]"
-    cfg = compose_config("train", tmp_path, ["data=decathlon", "data.num_classes=4",
-                                             "data.in_channels=4", names])
+    cfg = compose_config("train", tmp_path, ["data=decathlon", f"data.root={root}"])
+    names = ["background", "edema", "non-enhancing tumor", "enhancing tumour"]
+    assert (cfg.data.in_channels, cfg.data.num_classes) == (4, 4)
+    assert list(cfg.data.class_names) == names
+    # What the model and the module are built with: the interpolations see the same values.
+    assert (cfg.model.in_channels, cfg.model.out_channels) == (4, 4)
+    assert list(cfg.module.class_names) == names
     dm = instantiate(cfg.data)
     image, label = dm.load_case("BRATS_001")
     assert image.array.shape == (4, 6, 5, 4) and label.spatial_shape == (6, 5, 4)
-    cfg = compose_config("train", tmp_path, ["data=decathlon", "data.num_classes=4",
-                                             "data.in_channels=2", names])
+
+    short = "data.class_names=[bg,ed,ne,en]"
+    cfg = compose_config("train", tmp_path, ["data=decathlon", f"data.root={root}", short])
+    assert list(cfg.data.class_names) == list(cfg.module.class_names) == ["bg", "ed", "ne", "en"]
+    # An override that disagrees with dataset.json is still refused by the data module.
+    cfg = compose_config("train", tmp_path, ["data=decathlon", f"data.root={root}",
+                                             "data.in_channels=2"])
+    assert cfg.model.in_channels == 2
     with pytest.raises(ValueError, match="data.in_channels=2 but .* has 4 channels"):
         instantiate(cfg.data).cases()

@@ -37,6 +37,17 @@ def write_annotations(root, rows):
         writer.writerows(rows)
 
 
+def write_dataset(root, scans=5, shape=(16, 16, 8), spacing=(1.5, 1.5, 2.5)):
+    """A small LUNA16 tree: ``scans`` scans in two subsets, each with one 9 mm nodule near its
+    centre, so Dice is defined in every split."""
+    rows = []
+    for i in range(scans):
+        image = write_scan(root, f"subset{i % 2}", f"1.3.6.{i}", shape=shape, spacing=spacing)
+        centre = (shape[0] / 2 + 0.2, shape[1] / 2 - 0.3, shape[2] / 2 + 0.1)
+        rows.append([f"1.3.6.{i}", *image.TransformContinuousIndexToPhysicalPoint(centre), 9.0])
+    write_annotations(root, rows)
+
+
 def brute_force_ball(image, centre, diameter):
     """Independent reference: the world point of every voxel of the grid, tested one by one.
 

@@ -36,6 +36,10 @@ from volseg.data.adapters.files import read_image_files, strip_ending
 from volseg.io import Volume
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+# The fix for a missing or unreadable dataset.json, in every error about it.
+_SET_ROOT = "set data.root=<task folder> (the folder holding dataset.json, imagesTr/, labelsTr/)"
+#: The settings `dataset_json_setting` reads off a dataset.json.
+DATASET_JSON_SETTINGS = ("num_classes", "in_channels", "class_names")
 
 
 def class_names_from_labels(labels: dict, path: Path) -> list[str]:
@@ -63,6 +67,35 @@ def class_names_from_labels(labels: dict, path: Path) -> list[str]:
     return [by_value[v] for v in range(len(by_value))]
 
 
+def dataset_json_setting(root: str | Path, key: str) -> int | list[str]:
+    """``num_classes``, ``in_channels`` or ``class_names`` as ``<root>/dataset.json`` says.
+
+    The class names in label value order (either ``labels`` convention, see
+    `class_names_from_labels`), their number, and the number of ``channel_names`` (nnU-Net
+    v2) or ``modality`` (Decathlon) entries. ``conf/data/decathlon.yaml`` reads them through
+    the ``${dataset_json:<root>,<key>}`` resolver (`volseg.resolvers`).
+
+    Raises:
+        FileNotFoundError: ``root`` holds no dataset.json.
+        ValueError: dataset.json is unreadable or names no labels (or no channels), or ``key``
+            is none of `DATASET_JSON_SETTINGS`.
+    """
+    if key not in DATASET_JSON_SETTINGS:
+        raise ValueError(f"dataset_json: unknown setting {key!r}, expected one of "
+                         f"{', '.join(DATASET_JSON_SETTINGS)}")
+    layout = DecathlonLayout(root)
+    path = layout.root / "dataset.json"
+    if key == "in_channels":
+        channels = layout.channel_names
+        if not channels:
+            raise ValueError(f"{path}: no channel_names or modality; set data.in_channels")
+        return len(channels)
+    names = layout.class_names
+    if not names:
+        raise ValueError(f"{path}: no labels; set data.num_classes and data.class_names")
+    return len(names) if key == "num_classes" else names
+
+
 class DecathlonLayout(DatasetLayout):
     """Cases of a Decathlon or nnU-Net raw dataset: ``imagesTr`` + ``labelsTr`` + ``dataset.json``.
 
@@ -79,11 +112,14 @@ class DecathlonLayout(DatasetLayout):
         if self._meta is None:
             path = self.root / "dataset.json"
             if not path.is_file():
-                raise FileNotFoundError(f"{path}: missing (data.root must hold a dataset.json)")
+                raise FileNotFoundError(f"{path}: missing; {_SET_ROOT}")
             try:
-                self._meta = json.loads(path.read_text())
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON ({error})") from None
+                meta = json.loads(path.read_text())
+            except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
+                raise ValueError(f"{path}: unreadable ({error}); {_SET_ROOT}") from None
+            if not isinstance(meta, dict):
+                raise ValueError(f"{path}: not a JSON object; {_SET_ROOT}")
+            self._meta = meta
         return self._meta
 
     @property

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.adapters import trees
+
 ROOT = Path(__file__).resolve().parents[1]
 # The environment set-up that starts the README's two commands: .ci/run performs it
 # (tests/test_readme.py checks that), so here only what follows it runs.
@@ -186,57 +188,14 @@ def newest(folder: Path, must_hold: str = "") -> str:
     return max(found, key=lambda p: p.stat().st_mtime).name
 
 
-def make_luna16(root: Path) -> None:
-    from tests.data.adapters import test_luna16
-
-    test_luna16.write_dataset(root, shape=(24, 24, 12))
-
-
-def make_kits23(root: Path) -> None:
-    from tests.data.adapters import test_kits23
-
-    for i in range(5):
-        test_kits23.write_case(root / "dataset" / f"case_{i:05d}")
-
-
-def make_hipmri(root: Path) -> None:
-    from tests.data.adapters import test_hipmri
-
-    for name in ("Case_001_Week0", "Case_001_Week1", "Case_002_Week0", "Case_003_Week0",
-                 "Case_004_Week0"):
-        test_hipmri.write_scan(root, name, shape=(16, 16, 8))
-
-
-def make_decathlon(root: Path) -> None:
-    from tests.data.adapters import test_decathlon_msd
-
-    test_decathlon_msd.write_msd(root, cases=tuple(f"BRATS_{i:03d}" for i in range(5)))
-
-
-def make_nifti_folder(root: Path) -> None:
-    from tests.data.adapters import test_nifti_folder
-
-    for i in range(7):  # 70/15/15: 5/1/1
-        test_nifti_folder.write_pair(root, f"volume{i}")
-
-
-def make_dicom(root: Path) -> None:
-    import numpy as np
-
-    from tests.inference.test_inputs import write_dicom_series
-
-    body = np.full((40, 40, 12), -1000, np.int16)
-    body[8:32, 8:32, 2:10] = 40
-    write_dicom_series(root, body)
-
-
-DATASETS: dict[str, Callable[[Path], None]] = {
-    "luna16 folder": make_luna16,
-    "kits23 folder": make_kits23,
-    "hipmri folder": make_hipmri,
-    "decathlon task folder": make_decathlon,
-    "nifti folder": make_nifti_folder,
-    "dicom folder": make_dicom,
+DATASETS: dict[str, Callable[[Path], object]] = {
+    "luna16 folder": trees.make_luna16,
+    "kits23 folder": trees.make_kits23,
+    "hipmri folder": trees.make_hipmri,
+    "decathlon task folder": trees.make_decathlon,
+    "nnunet folder": trees.make_nnunet,
+    "nifti folder": trees.make_nifti_folder,
+    "dicom folder": trees.make_dicom,
 }
 PLACEHOLDERS = {"run", "sweep", *DATASETS}
 PLACEHOLDER = re.compile(r"<([a-z0-9 ]+)>")

@@ -65,7 +65,7 @@ def test_scores_match_simpleitk_and_reports_are_written(folders) -> None:
     saved = json.loads((folders["out"] / "evaluation.json").read_text())
     assert saved["settings"]["class_names"] == ["bg", "kidney", "tumour"]
     rows = list(csv.DictReader((folders["out"] / "evaluation.csv").open()))
-    assert len(rows) == 4 and {r["class"] for r in rows} == {"kidney", "tumour"}
+    assert len(rows) == 4 and {r["structure"] for r in rows} == {"kidney", "tumour"}
     assert (folders["out"] / "overlays" / "a.png").is_file()
 
 
@@ -111,3 +111,128 @@ def test_command_line_exit_codes(folders) -> None:
     failed = subprocess.run(command, capture_output=True, text=True, cwd=folders["out"].parent)
     assert failed.returncode == 1
     assert "no reference" in failed.stdout + failed.stderr
+
+
+# --- a dataset's own terms: its layout, its label remap, its regions ---------------------------
+
+
+def _kits23_predictions(tree: Path, folder: Path) -> dict[str, np.ndarray]:
+    """A prediction per case: its reference with cysts dropped, the kidney moved one row.
+
+    Returns the references as training reads them (cyst -> background), by case.
+    """
+    from volseg.data.adapters.kits23 import KiTS23Layout
+
+    layout = KiTS23Layout(tree)
+    references = {}
+    for case in layout.list_cases():
+        reference = layout.read_label(case)
+        prediction = np.roll(reference.array, 1, axis=1)
+        write_volume(reference.with_array(prediction.astype(np.uint8)),
+                     folder / f"{case.case_id}.nii.gz")
+        references[case.case_id] = reference
+    return references
+
+
+def test_gt_dataset_root_applies_the_layouts_remap_and_scores_regions(tmp_path):
+    from tests.data.adapters import trees
+
+    tree = tmp_path / "kits23"
+    trees.make_kits23(tree, cases=3)
+    references = _kits23_predictions(tree, tmp_path / "pred")
+    regions = {"kidney_and_masses": [1, 2], "masses": [2]}
+    report = evaluate(tmp_path / "pred", tree, tmp_path / "out",
+                      class_names=["background", "kidney", "tumor"], regions=regions,
+                      metrics=["dice", "iou", "hausdorff"])
+    assert report["failed"] == [] and len(report["cases"]) == 3
+    assert list(report["summary"]) == ["kidney", "tumor", "region_kidney_and_masses",
+                                       "region_masses"]
+    for case in report["cases"]:
+        reference = references[case["case"]]
+        prediction = read_volume(tmp_path / "pred" / f"{case['case']}.nii.gz")
+        for name, labels in (("kidney", [1]), ("region_kidney_and_masses", [1, 2])):
+            p, r = (np.isin(v.array, labels).astype(np.uint8) for v in (prediction, reference))
+            # Independent references: SimpleITK's overlap and Hausdorff filters, in world mm.
+            p_image, r_image = (reference.with_array(m).to_sitk() for m in (p, r))
+            measures = sitk.LabelOverlapMeasuresImageFilter()
+            measures.Execute(r_image, p_image)
+            assert case["metrics"]["dice"][name] == pytest.approx(
+                measures.GetDiceCoefficient(1), abs=1e-6)
+            assert case["metrics"]["iou"][name] == pytest.approx(
+                measures.GetJaccardCoefficient(1), abs=1e-6)
+            hausdorff = sitk.HausdorffDistanceImageFilter()
+            hausdorff.Execute(r_image, p_image)
+            assert case["metrics"]["hausdorff"][name] == pytest.approx(
+                hausdorff.GetHausdorffDistance(), abs=1e-4)
+    table = (tmp_path / "out" / "evaluation.md").read_text()
+    assert "| region_kidney_and_masses |" in table and "| mean over classes |" in table
+
+    # The same references as plain files keep KiTS23's cysts: named as the culprit.
+    for case in references:
+        source = tree / "dataset" / case / "segmentation.nii.gz"
+        write_volume(read_volume(source), tmp_path / "flat" / f"{case}.nii.gz")
+    report = evaluate(tmp_path / "pred", tmp_path / "flat", tmp_path / "out2",
+                      class_names=["background", "kidney", "tumor"])
+    assert len(report["failed"]) == 3
+    for case, reason in report["failed"]:
+        assert reason == (f"{tmp_path / 'flat' / case}.nii.gz: label values [3] outside 0..2 "
+                          "(num_classes=3)")
+
+
+def test_a_recognised_dataset_with_another_class_count_is_refused(tmp_path):
+    from tests.data.adapters import trees
+
+    trees.make_kits23(tmp_path / "kits23", cases=1)
+    _kits23_predictions(tmp_path / "kits23", tmp_path / "pred")
+    with pytest.raises(ValueError, match=r"KiTS23Layout dataset whose default settings give 3 "
+                                         r"classes .* the predictions 4: pass its data config"):
+        evaluate(tmp_path / "pred", tmp_path / "kits23", tmp_path / "out",
+                 class_names=["background", "kidney", "tumor", "cyst"])
+
+
+def test_no_reference_files_is_said_as_such(folders, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no reference files found under .*empty"):
+        evaluate(folders["pred"], tmp_path / "empty", folders["out"])
+
+
+def test_chosen_metrics_background_shapes_and_the_class_means(folders):
+    report = evaluate(folders["pred"], folders["gt"], folders["out"],
+                      class_names=["bg", "kidney", "tumour"], metrics=["iou"],
+                      include_background=True)
+    assert list(report["summary"]) == ["bg", "kidney", "tumour"]
+    assert all(list(case["metrics"]) == ["iou"] for case in report["cases"])
+    assert [case["shape"] for case in report["cases"]] == [[20, 18, 10], [20, 18, 10]]
+    means = {name: report["summary"][name]["iou"]["mean"] for name in ("bg", "kidney", "tumour")}
+    assert report["mean"]["foreground"]["iou"] == pytest.approx(
+        (means["kidney"] + means["tumour"]) / 2)
+    assert report["mean"]["all_classes"]["iou"] == pytest.approx(sum(means.values()) / 3)
+    table = (folders["out"] / "evaluation.md").read_text()
+    assert "| mean over classes (with background) |" in table
+
+
+def test_an_infinite_distance_is_explained_and_both_empty_is_a_choice(folders):
+    prediction = read_volume(folders["pred"] / "b.nii.gz")
+    prediction.array[prediction.array == 2] = 0  # the tumour is missed in case b
+    write_volume(prediction, folders["pred"] / "b.nii.gz")
+    for case in ("a", "b"):  # and neither map of case a has it ... nor case b's reference
+        for folder in ("pred", "gt"):
+            volume = read_volume(folders[folder] / f"{case}.nii.gz")
+            if case == "a":
+                volume.array[volume.array == 2] = 0
+            write_volume(volume, folders[folder] / f"{case}.nii.gz")
+    report = evaluate(folders["pred"], folders["gt"], folders["out"], metrics=["dice", "hd95"])
+    tumour = report["summary"]["class_2"]
+    assert (tumour["dice"]["undefined"], tumour["dice"]["n"]) == (1, 1)  # a: in neither map
+    assert (tumour["hd95"]["infinite"], tumour["hd95"]["undefined"]) == (1, 1)  # b: missed
+    table = (folders["out"] / "evaluation.md").read_text()
+    assert "(1 inf, 1 undef.)" in table and "whose distances are infinite" in table
+    perfect = evaluate(folders["pred"], folders["gt"], folders["out"], metrics=["dice", "hd95"],
+                       both_empty="perfect")
+    by_case = {c["case"]: c["metrics"] for c in perfect["cases"]}
+    assert by_case["a"]["dice"]["class_2"] == 1.0 and by_case["a"]["hd95"]["class_2"] == 0.0
+    assert by_case["b"]["hd95"]["class_2"] == "inf"  # one map empty stays infinite
+    with pytest.raises(ValueError, match="both_empty must be one of"):
+        evaluate(folders["pred"], folders["gt"], folders["out"], both_empty="one")
+    with pytest.raises(ValueError, match="metrics: \\['hd99'\\]; choose among dice"):
+        evaluate(folders["pred"], folders["gt"], folders["out"], metrics=["hd99"])

@@ -1,102 +1,188 @@
-"""Score predictions against reference labels (``volseg evaluate pred=<folder> gt=<folder>``).
+"""Score predictions against references in a dataset's own terms (``volseg evaluate``).
 
-Pairs every prediction with the reference file of the same name (``case.nii.gz`` with
-``case.nii.gz``, any volume format SimpleITK reads; as nnU-Net's evaluation, references without
-a prediction are not scored, only counted), checks each pair shares one grid, and scores every
-case and foreground class with Dice, IoU, volume similarity, HD95 and surface Dice in mm
-(`volseg.metrics`, whose empty-mask conventions apply). Writes into ``output``:
+Pairs every prediction with the reference of the same case: a flat folder of label files
+(``case.nii.gz`` with ``case.nii.gz``), a dataset root whose layout is recognised
+(`volseg.data.adapters.detect`), or a data config's cases (``data=kits23``). References from a
+dataset are read by its layout, with the label remaps training applies (KiTS23's cysts merged
+into background). As nnU-Net's evaluation, references without a prediction are not scored,
+only counted. Each pair must share one grid and hold labels ``0..num_classes-1``; an error
+names the file at fault.
 
-- ``evaluation.json``: settings, per-case values and per-class summaries (schema in
-  docs/evaluation.md);
-- ``evaluation.csv``: one row per case and class;
-- ``overlays/<case>.png`` when ``images=<folder>`` is given: image | reference | prediction
-  through the largest reference structure, in three planes;
+Scored structures are the foreground classes (and background with ``include_background``) and
+any *regions*: unions of labels scored as one structure (KiTS23's kidney + masses, BraTS'
+whole tumour), from the checkpoint, the data config or the command line. The metrics are any
+of `METRICS` in mm (`volseg.metrics`, whose empty-mask conventions apply; ``both_empty``
+chooses the value of a structure in neither map). Writes into ``output``:
 
-and prints a summary table. Exits 1 when any case could not be scored (a prediction without
-reference, unreadable file, grids that differ); the other cases are still scored.
+- ``evaluation.json``: settings, per-case values and shapes, per-structure statistics and the
+  mean over classes (schema in docs/evaluation.md);
+- ``evaluation.csv``: one row per case and structure;
+- ``evaluation.md``: the summary table, mean +- std per structure and metric;
+- ``overlays/<case>.png`` with ``images=<folder>``: image | reference | prediction through the
+  largest reference structure, in three planes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 from rich.table import Table
 
-from volseg.atomic import write_csv, write_json
-from volseg.inference.predictor import find_inputs, volume_stem
-from volseg.io import Volume, VolumeReadError, read_channels, read_volume
+from volseg.atomic import atomic_path, write_csv, write_json
+from volseg.inference.inputs import InputCase, find_inputs, read_case, volume_stem
+from volseg.io import Volume, VolumeReadError, read_volume
 from volseg.metrics import dice, iou, surface_metrics, volume_similarity
+from volseg.metrics.surface import BOTH_EMPTY_PERFECT
 from volseg.overlay import overlay_picture, write_png
 
 log = logging.getLogger(__name__)
 
-METRICS = ("dice", "iou", "volume_similarity", "hd95", "surface_dice")
+METRICS = ("dice", "iou", "volume_similarity", "hausdorff", "hd95", "assd", "surface_dice")
+DEFAULT_METRICS = METRICS
+DISTANCES = ("hausdorff", "hd95", "assd")
+# ``both_empty``: the value of a structure in neither map. "undefined" is NaN, left out of the
+# means (nnU-Net's convention); "perfect" counts it as a match: overlap 1, distance 0.
+BOTH_EMPTY = ("undefined", "perfect")
+HEADINGS = {"dice": "Dice", "iou": "IoU", "volume_similarity": "vol. sim.",
+            "hausdorff": "HD mm", "hd95": "HD95 mm", "assd": "ASSD mm", "surface_dice": "NSD"}
 
 
-def volume_files(folder: str | Path) -> dict[str, Path]:
-    """Volume files of a folder by case name (file name without its volume suffix)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
-    files = {}
-    for path in sorted(folder.iterdir()):
-        stem = volume_stem(path)
-        if path.is_file() and stem is not None and not path.name.startswith("."):
-            files[stem] = path
-    return files
+@dataclass(frozen=True)
+class Structure:
+    """What is scored: a class (one label) or a region (a union of labels)."""
+
+    name: str
+    labels: tuple[int, ...]
+    kind: str  # "class" or "region"
+
+
+@dataclass
+class Reference:
+    """A case's reference labels: a file, or a dataset layout's reader."""
+
+    name: str  # what names the reference in messages and reports
+    read: Callable[[], Volume]
+
+
+def structures(class_names: Sequence[str], regions: Mapping[str, Sequence[int]] | None = None,
+               include_background: bool = False) -> list[Structure]:
+    """The classes (background first with ``include_background``), then the regions, named
+    ``region_<name>`` as training logs them (KiTS23's region "tumor" is not the class).
+
+    Raises:
+        ValueError: a region names a label outside the foreground classes.
+    """
+    found = [Structure(name, (k,), "class") for k, name in enumerate(class_names)
+             if k > 0 or include_background]
+    for name, labels in (regions or {}).items():
+        values = tuple(int(v) for v in labels)
+        if not values or any(not 0 < v < len(class_names) for v in values):
+            raise ValueError(f"regions.{name}: labels {list(values)} must be foreground classes "
+                             f"1..{len(class_names) - 1}")
+        found.append(Structure(f"region_{name}", values, "region"))
+    return found
+
+
+def check_labels(volume: Volume, num_classes: int, source: str) -> None:
+    """Labels must be integers in ``0..num_classes-1``.
+
+    Raises:
+        ValueError: naming ``source`` (the file at fault) and the values outside.
+    """
+    array = volume.array
+    if not np.issubdtype(array.dtype, np.integer) and not np.array_equal(array, np.round(array)):
+        raise ValueError(f"{source}: not a label map (non-integer values)")
+    if array.size and (array.min() < 0 or array.max() >= num_classes):
+        outside = np.unique(array[(array < 0) | (array >= num_classes)])[:5]
+        raise ValueError(f"{source}: label values {[int(v) for v in outside]} outside "
+                         f"0..{num_classes - 1} (num_classes={num_classes})")
 
 
 def score_case(
-    prediction: Volume, reference: Volume, num_classes: int, tolerance_mm: float
+    prediction: Volume, reference: Volume, scored: Sequence[Structure],
+    metrics: Sequence[str] = DEFAULT_METRICS, tolerance_mm: float = 2.0,
+    both_empty: str = "undefined",
 ) -> dict[str, list[float]]:
-    """Every metric for one case: metric name -> one value per foreground class.
+    """Each metric for one case: metric name -> one value per structure of ``scored``.
 
     Raises:
         ValueError: the two grids differ (shape, spacing, origin or direction).
     """
     mismatch = reference.geometry_mismatch(prediction)
     if mismatch:
-        raise ValueError(f"prediction grid differs from the reference: {mismatch}")
-    pred = torch.from_numpy(prediction.array.astype(np.int64))[None]
-    ref = torch.from_numpy(reference.array.astype(np.int64))[None]
-    values = {
-        "dice": dice(pred, ref, num_classes),
-        "iou": iou(pred, ref, num_classes),
-        "volume_similarity": volume_similarity(pred, ref, num_classes),
+        raise ValueError(f"the prediction's grid differs from the reference's: {mismatch}")
+    perfect = both_empty == "perfect"
+    values: dict[str, list[float]] = {m: [] for m in metrics}
+    for structure in scored:
+        # One structure at a time, as a one-class one-hot pair: two masks in memory at most.
+        p = torch.from_numpy(np.isin(prediction.array, structure.labels))[None, None]
+        t = torch.from_numpy(np.isin(reference.array, structure.labels))[None, None]
+        found: dict[str, float] = {}
+        for name, function in (("dice", dice), ("iou", iou),
+                               ("volume_similarity", volume_similarity)):
+            if name in metrics:
+                found[name] = float(function(p, t, 1, include_background=True,
+                                             both_empty=1.0 if perfect else math.nan)[0, 0])
+        if any(m in metrics for m in (*DISTANCES, "surface_dice")):
+            surface = surface_metrics(
+                p, t, reference.spacing, tolerance_mm, num_classes=1, include_background=True,
+                both_empty=BOTH_EMPTY_PERFECT if perfect else math.nan)
+            found.update({m: float(surface[m][0, 0]) for m in (*DISTANCES, "surface_dice")})
+        for name in metrics:
+            values[name].append(found[name])
+    return values
+
+
+def _statistics(raw: Sequence[float]) -> dict[str, Any]:
+    """Mean, std, median and count over the finite values; undefined and infinite counted."""
+    array = np.asarray(raw, dtype=float)
+    finite = array[np.isfinite(array)]
+    return {
+        "mean": float(finite.mean()) if finite.size else None,
+        "std": float(finite.std()) if finite.size else None,
+        "median": float(np.median(finite)) if finite.size else None,
+        "n": int(finite.size),
+        "undefined": int(np.isnan(array).sum()),
+        "infinite": int(np.isinf(array).sum()),
     }
-    surface = surface_metrics(pred, ref, reference.spacing, tolerance_mm, num_classes=num_classes)
-    values["hd95"] = surface["hd95"]
-    values["surface_dice"] = surface["surface_dice"]
-    return {name: [float(v) for v in values[name][0]] for name in METRICS}
 
 
-def summarise(cases: Sequence[dict], class_names: Sequence[str]) -> dict[str, dict]:
-    """Per class and metric: mean, std, median and count over the cases where it is finite.
+def summarise(cases: Sequence[dict], scored: Sequence[Structure],
+              metrics: Sequence[str]) -> dict[str, dict]:
+    """Per structure and metric: `_statistics` over the cases.
 
-    NaN (class in neither mask) and inf (a distance to an empty mask) are left out of the
+    NaN (a structure in neither map) and inf (a distance to an empty map) are left out of the
     statistics and counted separately, so one missed structure does not hide the rest.
     """
-    summary: dict[str, dict] = {}
-    for k, name in enumerate(class_names[1:]):
-        summary[name] = {}
-        for metric in METRICS:
-            raw = np.array([case["metrics"][metric][k] for case in cases], dtype=float)
-            finite = raw[np.isfinite(raw)]
-            summary[name][metric] = {
-                "mean": float(finite.mean()) if finite.size else None,
-                "std": float(finite.std()) if finite.size else None,
-                "median": float(np.median(finite)) if finite.size else None,
-                "n": int(finite.size),
-                "undefined": int(np.isnan(raw).sum()),
-                "infinite": int(np.isinf(raw).sum()),
-            }
-    return summary
+    return {s.name: {m: _statistics([case["metrics"][m][k] for case in cases]) for m in metrics}
+            for k, s in enumerate(scored)}
+
+
+def class_means(summary: Mapping[str, dict], scored: Sequence[Structure],
+                metrics: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """The mean over classes of each metric's class means: ``foreground`` (the classes but
+    background), and ``all_classes`` when background is scored (write-up 004's mean IoU with and
+    without background). Classes without a finite mean are left out."""
+    groups = {"foreground": [s for s in scored if s.kind == "class" and s.labels != (0,)]}
+    if any(s.labels == (0,) and s.kind == "class" for s in scored):
+        groups["all_classes"] = [s for s in scored if s.kind == "class"]
+    means: dict[str, dict[str, float | None]] = {}
+    for group, members in groups.items():
+        means[group] = {}
+        for metric in metrics:
+            values = [summary[s.name][metric]["mean"] for s in members
+                      if summary[s.name][metric]["mean"] is not None]
+            means[group][metric] = float(np.mean(values)) if values else None
+    return means
 
 
 def _json_number(value: float) -> float | str | None:
@@ -106,101 +192,259 @@ def _json_number(value: float) -> float | str | None:
     return "inf" if math.isinf(value) else value
 
 
+def volume_files(folder: Path) -> dict[str, Path]:
+    """The volume files directly in ``folder`` by case name (file name without its suffix)."""
+    return {stem: path for path in sorted(folder.iterdir())
+            if path.is_file() and not path.name.startswith(".") and (stem := volume_stem(path))}
+
+
+def dataset_references(cases: Sequence[InputCase]) -> dict[str, Reference]:
+    """References of a dataset's cases (`volseg.inference.inputs.dataset_cases`), read by its
+    layout; cases without labels are left out."""
+    return {c.case_id: Reference(f"the label of case {c.case_id} ({c.source})", c.label_reader)
+            for c in cases if c.label_reader is not None}
+
+
+def references_under(gt: str | Path, num_classes: int | None = None) -> dict[str, Reference]:
+    """References under ``gt``: a flat folder of label files, or a dataset root whose layout
+    `detect_layout` recognises (read with that layout's default settings).
+
+    Raises:
+        FileNotFoundError: ``gt`` is missing, or holds no reference files.
+        ValueError: the recognised layout has another number of classes than the predictions
+            (say which data config to use instead).
+    """
+    from volseg.data.adapters.detect import detect_layout
+
+    gt = Path(gt)
+    if not gt.is_dir():
+        raise FileNotFoundError(f"gt={gt}: no such folder")
+    layout = detect_layout(gt)
+    if layout is not None:
+        names = layout.class_names
+        if num_classes is not None and names is not None and len(names) != num_classes:
+            raise ValueError(
+                f"gt={gt} is a {type(layout).__name__} dataset whose default settings give "
+                f"{len(names)} classes {names}, the predictions {num_classes}: pass its data "
+                f"config with the settings used in training (data=<name> data.root={gt} ...) "
+                "instead of gt")
+        cases = [InputCase(c.case_id, list(c.image_paths),
+                           label_reader=lambda c=c: layout.read_label(c))
+                 for c in layout.list_cases() if c.label_path is not None]
+        found = dataset_references(cases)
+    else:
+        found = {case: Reference(str(path), lambda path=path: read_volume(path))
+                 for case, path in volume_files(gt).items()}
+    if not found:
+        raise FileNotFoundError(f"no reference files found under {gt} (gt): label files named "
+                                "as the predictions, or a dataset root of a known layout")
+    return found
+
+
 def evaluate(
     pred: str | Path,
-    gt: str | Path,
+    gt: str | Path | None,
     output: str | Path,
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
     tolerance_mm: float = 2.0,
     images: str | Path | None = None,
     cases: Sequence[str] | None = None,
+    *,
+    references: Mapping[str, Reference] | None = None,
+    regions: Mapping[str, Sequence[int]] | None = None,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    include_background: bool = False,
+    both_empty: str = "undefined",
 ) -> dict[str, Any]:
-    """Score every prediction in ``pred`` against its reference in ``gt``; write the reports.
+    """Score every prediction in ``pred`` against its reference; write the reports.
 
     Args:
         pred: folder of predicted label maps.
-        gt: folder of reference label maps, same file names.
-        output: folder for ``evaluation.json``, ``evaluation.csv`` and ``overlays/``.
-        num_classes: C including background; ``None``: the largest label found + 1.
+        gt: a flat folder of reference label maps with the predictions' file names, or a
+            dataset root (see `references_under`); ``None`` with ``references``.
+        output: folder for the reports and ``overlays/``.
+        num_classes: C including background; ``None``: ``len(class_names)``, else the largest
+            label found + 1.
         class_names: one per class, background first; ``None``: ``class_1``, ...
         tolerance_mm: surface Dice tolerance.
-        images: folder of the images (nnU-Net ``_0000`` naming allowed) for overlays.
+        images: folder of the images (nnU-Net ``_0000`` naming, case folders) for overlays.
         cases: score only these predictions (by case name), e.g. the label maps `volseg predict`
             just wrote beside its probability and uncertainty maps.
+        references: the references by case, instead of ``gt`` (`dataset_references`).
+        regions: name -> label values scored as one structure.
+        metrics: which of `METRICS`.
+        include_background: score class 0 too (and report the mean over all classes).
+        both_empty: one of `BOTH_EMPTY`.
 
     Returns:
         The report written to ``evaluation.json``, plus ``failed``: ``[(case, reason)]``.
+
+    Raises:
+        ValueError: a setting is wrong (before any case is read).
+        FileNotFoundError: no prediction, or no reference, was found.
     """
-    predictions, references = volume_files(pred), volume_files(gt)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"metrics: {unknown or 'none'}; choose among {', '.join(METRICS)}")
+    if both_empty not in BOTH_EMPTY:
+        raise ValueError(f"both_empty must be one of {BOTH_EMPTY}, got {both_empty!r}")
+    if class_names is not None and num_classes is None:
+        num_classes = len(class_names)
+    pred = Path(pred)
+    if not pred.is_dir():
+        raise FileNotFoundError(f"pred={pred}: no such folder")
+    predictions = volume_files(pred)
     if cases is not None:
         predictions = {case: path for case, path in predictions.items() if case in set(cases)}
     if not predictions:
-        raise FileNotFoundError(f"{pred}: no prediction files (pred)")
-    failed = [(case, f"no reference in {gt}") for case in predictions if case not in references]
+        raise FileNotFoundError(f"pred={pred}: no prediction files")
+    if references is None:
+        if gt is None:
+            raise ValueError("gt: give a folder of references or a dataset (data=...)")
+        references = references_under(gt, num_classes)
+    failed = [(case, f"no reference for {path} in {gt or 'the dataset'}")
+              for case, path in predictions.items() if case not in references]
     unpredicted = sorted(set(references) - set(predictions))
     loaded: dict[str, tuple[Volume, Volume]] = {}
     for case in sorted(set(references) & set(predictions)):
         try:
-            loaded[case] = (read_volume(predictions[case]), read_volume(references[case]))
-        except VolumeReadError as error:
+            loaded[case] = (_read(lambda c=case: read_volume(predictions[c]),
+                                  str(predictions[case])),
+                            _read(references[case].read, references[case].name))
+        except ValueError as error:
             failed.append((case, str(error)))
     if num_classes is None:
         num_classes = 1 + max(
-            [int(max(p.array.max(), r.array.max())) for p, r in loaded.values()] or [1]
-        )
+            [int(max(p.array.max(), r.array.max())) for p, r in loaded.values()] or [1])
     names = list(class_names) if class_names else ["background"] + [
-        f"class_{k}" for k in range(1, num_classes)
-    ]
+        f"class_{k}" for k in range(1, num_classes)]
     if len(names) != num_classes:
         raise ValueError(f"class_names has {len(names)} names but num_classes={num_classes}")
+    scored = structures(names, regions, include_background)
     image_cases = {c.case_id: c for c in find_inputs(images)} if images else {}
     output = Path(output)
-    cases = []
+    scored_cases = []
     for case, (prediction, reference) in loaded.items():
         try:
-            metrics = score_case(prediction, reference, num_classes, tolerance_mm)
+            check_labels(prediction, num_classes, str(predictions[case]))
+            check_labels(reference, num_classes, references[case].name)
+            values = score_case(prediction, reference, scored, metrics, tolerance_mm,
+                                both_empty)
         except ValueError as error:
-            failed.append((case, f"{predictions[case]}: {error}"))
+            message = str(error)
+            if not message.startswith((str(predictions[case]), references[case].name)):
+                message = f"{predictions[case]}: {message}"
+            failed.append((case, message))
             continue
-        cases.append({"case": case, "prediction": str(predictions[case]),
-                      "reference": str(references[case]), "metrics": metrics})
+        scored_cases.append({"case": case, "prediction": str(predictions[case]),
+                             "reference": references[case].name,
+                             "shape": list(prediction.array.shape), "metrics": values})
         if case in image_cases:
-            image = read_channels(image_cases[case].paths).array[0]
-            picture = overlay_picture(image, reference.array, prediction.array,
-                                      reference.spacing)
+            image = read_case(image_cases[case]).array
+            picture = overlay_picture(image if image.ndim == 3 else image[0], reference.array,
+                                      prediction.array, reference.spacing)
             write_png(picture, output / "overlays" / f"{case}.png")
+    summary = summarise(scored_cases, scored, metrics)
     report = {
-        "settings": {"pred": str(pred), "gt": str(gt), "num_classes": num_classes,
-                     "class_names": names, "tolerance_mm": tolerance_mm},
-        "summary": summarise(cases, names),
+        "settings": {"pred": str(pred), "gt": None if gt is None else str(gt),
+                     "num_classes": num_classes, "class_names": names,
+                     "regions": {name: [int(v) for v in labels]
+                                 for name, labels in (regions or {}).items()},
+                     "metrics": list(metrics), "include_background": include_background,
+                     "tolerance_mm": tolerance_mm, "both_empty": both_empty},
+        "summary": summary,
+        "mean": class_means(summary, scored, metrics),
         "cases": [
-            {**c, "metrics": {m: {n: _json_number(v) for n, v in zip(names[1:], values)}
+            {**c, "metrics": {m: {s.name: _json_number(v) for s, v in zip(scored, values)}
                               for m, values in c["metrics"].items()}}
-            for c in cases
+            for c in scored_cases
         ],
         "failed": [{"case": case, "reason": reason} for case, reason in failed],
         "unpredicted": unpredicted,
     }
     write_json(report, output / "evaluation.json")
-    write_csv([{"case": case["case"], "class": name,
-                **{m: case["metrics"][m][k] for m in METRICS}}
-               for case in cases for k, name in enumerate(names[1:])],
-              output / "evaluation.csv", ["case", "class", *METRICS])
+    write_csv([{"case": case["case"], "structure": s.name, "kind": s.kind,
+                **{m: case["metrics"][m][k] for m in metrics}}
+               for case in scored_cases for k, s in enumerate(scored)],
+              output / "evaluation.csv", ["case", "structure", "kind", *metrics])
+    write_markdown(report, output / "evaluation.md")
     return {**report, "failed": failed}
 
 
+def _read(read: Callable[[], Volume], source: str) -> Volume:
+    """``read()``, any failure a ValueError whose message starts with ``source``."""
+    try:
+        return read()
+    except (VolumeReadError, OSError, ValueError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(message if message.startswith(source) else f"{source}: {message}"
+                         ) from None
+
+
+def _cell(statistics: dict) -> str:
+    """``mean ± std``, with the cases left out: undefined (NaN) and infinite distances."""
+    if statistics["mean"] is None:
+        text = "—"
+    else:
+        text = f"{statistics['mean']:.4f} ± {statistics['std']:.4f}"
+    notes = []
+    if statistics["infinite"]:
+        notes.append(f"{statistics['infinite']} inf")
+    if statistics["undefined"]:
+        notes.append(f"{statistics['undefined']} undef.")
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _rows(report: Mapping[str, Any]) -> list[list[str]]:
+    metrics = report["settings"]["metrics"]
+    rows = [[name, *(_cell(values[m]) for m in metrics), str(values[metrics[0]]["n"])]
+            for name, values in report["summary"].items()]
+    for group, means in report["mean"].items():
+        label = "mean over classes" + (" (with background)" if group == "all_classes" else "")
+        rows.append([label, *("—" if means[m] is None else f"{means[m]:.4f}" for m in metrics),
+                     ""])
+    return rows
+
+
+FOOTNOTE = ("Mean ± std over the cases where the value is finite. \"inf\": a structure in only "
+            "one of prediction and reference, whose distances are infinite; \"undef.\": in "
+            "neither map (NaN). Both are left out of the mean and counted in brackets.")
+
+
+def write_markdown(report: Mapping[str, Any], path: Path) -> Path:
+    """The summary as a Markdown table, with the footnote on infinite and undefined values."""
+    metrics = report["settings"]["metrics"]
+    header = ["structure", *(HEADINGS[m] for m in metrics), "cases"]
+    lines = [f"# Evaluation: {len(report['cases'])} case(s) scored, {len(report['failed'])} "
+             f"failed, {len(report['unpredicted'])} reference(s) without a prediction", "",
+             f"`pred={report['settings']['pred']}`, surface Dice tolerance "
+             f"{report['settings']['tolerance_mm']} mm.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
+    lines += ["", FOOTNOTE, ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def print_summary(report: dict) -> None:
+    """Print `summary_table`; without a terminal (logs) wide enough to keep every name."""
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    console.print(summary_table(report))
+
+
 def summary_table(report: dict) -> Table:
-    """Mean of every metric per class over the cases where it is finite, as a Rich table."""
+    """The summary as a Rich table: mean ± std per structure and metric, then the class means."""
+    metrics = report["settings"]["metrics"]
     table = Table(title=f"{len(report['cases'])} case(s) scored, {len(report['failed'])} failed, "
-                        f"{len(report['unpredicted'])} reference(s) without a prediction")
-    table.add_column("class")
-    headings = {"volume_similarity": "vol. sim.", "hd95": "HD95 mm", "surface_dice": "NSD"}
-    for metric in METRICS:
-        table.add_column(headings.get(metric, metric), justify="right")
+                        f"{len(report['unpredicted'])} reference(s) without a prediction",
+                  caption=FOOTNOTE)
+    table.add_column("structure")
+    for metric in metrics:
+        table.add_column(HEADINGS[metric], justify="right")
     table.add_column("cases", justify="right")
-    for name, metrics in report["summary"].items():
-        cells = ["—" if metrics[m]["mean"] is None else f"{metrics[m]['mean']:.4f}"
-                 for m in METRICS]
-        table.add_row(name, *cells, str(metrics["dice"]["n"]))
+    for row in _rows(report):
+        table.add_row(*row)
     return table

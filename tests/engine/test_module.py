@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from volseg.engine import SegmentationModule
@@ -172,22 +174,99 @@ def test_deep_supervision_trains_on_every_scale_and_predicts_one():
         assert module.predict_logits(torch.rand(1, 1, 12, 8, 8)).shape == (1, 3, 12, 8, 8)
 
 
-def test_sparse_labels_score_annotated_voxels_only():
+def test_loss_must_ignore_the_data_ignore_index():
+    with pytest.raises(ValueError, match="loss.ignore_index=255"):
+        _module(ignore_index=255)
+
+
+def test_default_metrics_keep_their_names():
+    target = torch.zeros(1, 6, 6, 6, dtype=torch.long)
+    target[0, 1:3, 1:3, 1:3], target[0, 3:5, 3:5, 3:5] = 1, 2
+    module = _module(regions={"both": [1, 2]})
+    logged = _logged_metrics(module, target, target, [1.0, 1.0, 1.0])
+    names = {f"val/{m}{suffix}" for m in ("dice", "hd95", "nsd")
+             for suffix in ("", "_a", "_b", "_region_both")}
+    assert logged.keys() == names
+
+
+@pytest.mark.parametrize("metrics", [["dice", "jaccard"], ["dice", "dice"], "dice", []])
+def test_bad_metric_lists_are_refused(metrics):
+    with pytest.raises(ValueError, match=r"module\.metrics.*dice, iou, volume_similarity, "
+                                         r"hausdorff, hd95, assd, nsd"):
+        _module(metrics=metrics)
+
+
+def test_surface_metrics_off_drops_the_distance_metrics_only():
+    module = _module(metrics=["iou", "hausdorff", "volume_similarity", "assd", "nsd"],
+                     surface_metrics=False)
+    assert list(module.val_metrics) == ["iou", "volume_similarity"]
+    with pytest.raises(ValueError, match="nothing left to score"):
+        _module(metrics=["hd95"], surface_metrics=False)
+
+
+def test_sparse_labels_keep_overlap_metrics_and_skip_distances():
     loss = {"_target_": "volseg.losses.DiceCELoss", "ignore_index": 255}
     module = SegmentationModule(
         net=NET, loss=loss, optimizer=ADAM, scheduler=None, class_names=["bg", "a", "b"],
-        preprocessing={"spacing": None}, inference={"tile_size": [8, 8, 8]}, ignore_index=255)
+        preprocessing={"spacing": None}, inference={"tile_size": [8, 8, 8]}, ignore_index=255,
+        metrics=["dice", "iou", "volume_similarity", "hausdorff"])
     target = torch.zeros(1, 6, 6, 6, dtype=torch.long)
     target[0, :3] = 1
     pred = target.clone()
     pred[0, 3:] = 1  # wrong, but only where the target is unannotated
     target[0, 3:] = 255
     logged = _logged_metrics(module, pred, target, [1.0, 1.0, 1.0])
-    assert logged["val/dice_a"] == 1.0
+    assert logged["val/dice_a"] == logged["val/iou_a"] == 1.0
+    assert logged["val/volume_similarity_a"] == 1.0
     # Surfaces of a partly annotated case are unknown: no distance is recorded.
-    assert np.isnan(logged["val/hd95_a"])
+    assert np.isnan(logged["val/hausdorff_a"])
 
 
-def test_loss_must_ignore_the_data_ignore_index():
-    with pytest.raises(ValueError, match="loss.ignore_index=255"):
-        _module(ignore_index=255)
+def _sitk_mask(mask: np.ndarray, spacing) -> sitk.Image:
+    image = sitk.GetImageFromArray(mask.T.astype(np.uint8))  # sitk indexes (z, y, x)
+    image.SetSpacing(spacing)
+    return image
+
+
+def test_validation_logs_iou_volume_similarity_and_hausdorff_as_simpleitk(monkeypatch):
+    """One validation batch through ``validation_step``, per class and per region, against
+    SimpleITK's label overlap measures and Hausdorff distance at an anisotropic spacing."""
+    spacing = (0.8, 1.0, 2.5)
+    target = torch.zeros(1, 12, 10, 8, dtype=torch.long)
+    target[0, 2:6, 2:6, 1:4] = 1
+    target[0, 7:10, 5:8, 4:7] = 2
+    pred = torch.zeros_like(target)
+    pred[0, 3:7, 2:6, 1:5] = 1   # moved on x, one slice longer on z
+    pred[0, 7:10, 4:8, 4:6] = 2  # wider on y, one slice shorter on z
+    pred[0, 11, 0, 7] = 1        # a stray voxel far from the kidney: sets the Hausdorff maximum
+    module = _module(metrics=["iou", "volume_similarity", "hausdorff"],
+                     regions={"both": [1, 2]})
+    logits = F.one_hot(pred, 3).movedim(-1, 1).float()
+    monkeypatch.setattr(module, "predict_logits", lambda image: logits)
+    logged = {}
+    monkeypatch.setattr(module, "log",
+                        lambda name, value, **_: logged.__setitem__(name, float(value)))
+    batch = {"image": torch.zeros(1, 1, *target.shape[1:]), "label": target,
+             "meta": {"preprocessed": {"spacing": list(spacing)}}}
+    module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+
+    p, t = pred[0].numpy(), target[0].numpy()
+    masks = {"_a": (p == 1, t == 1), "_b": (p == 2, t == 2),
+             "_region_both": (p > 0, t > 0)}
+    for suffix, (p_mask, t_mask) in masks.items():
+        overlap = sitk.LabelOverlapMeasuresImageFilter()
+        overlap.Execute(_sitk_mask(t_mask, spacing), _sitk_mask(p_mask, spacing))
+        hausdorff = sitk.HausdorffDistanceImageFilter()
+        hausdorff.Execute(_sitk_mask(p_mask, spacing), _sitk_mask(t_mask, spacing))
+        assert logged[f"val/iou{suffix}"] == pytest.approx(overlap.GetJaccardCoefficient(1))
+        # SimpleITK's volume similarity is the signed 2(|T|-|S|)/(|T|+|S|).
+        assert logged[f"val/volume_similarity{suffix}"] == pytest.approx(
+            1 - abs(overlap.GetVolumeSimilarity(1)) / 2)
+        assert logged[f"val/hausdorff{suffix}"] == pytest.approx(
+            hausdorff.GetHausdorffDistance(), rel=1e-6)
+    # Worked by hand for class b: 27 target voxels, 24 predicted, 18 shared.
+    assert logged["val/iou_b"] == pytest.approx(18 / 33)
+    assert logged["val/volume_similarity_b"] == pytest.approx(1 - 3 / 51)
+    assert logged["val/iou"] == pytest.approx((logged["val/iou_a"] + logged["val/iou_b"]) / 2)
+    assert {k for k in logged if k.startswith("val/dice")} == set()

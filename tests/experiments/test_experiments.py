@@ -16,7 +16,6 @@ from omegaconf import DictConfig
 import volseg
 from tests.conftest import compose_config
 from tests.data.adapters import test_hipmri, test_kits23, test_luna16, test_nifti_folder
-from volseg.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -110,6 +109,15 @@ def test_resnet18_unet_kits23(tmp_path):
     cfg, metrics = run(tmp_path, "resnet18_unet_kits23", "model.features=4",
                        "data.spacing=null", *patch(32))
     assert per_class(cfg, "val") <= metrics.keys() and "val/dice_cyst" not in metrics
+    # The write-up's metrics, each per class, as a mean over classes and per KiTS23 region.
+    names = ("dice", "iou", "volume_similarity", "hausdorff")
+    assert list(paper.module.metrics) == list(names)
+    assert dict(paper.module.regions) == {"kidney_and_masses": [1, 2], "tumor": [2]}
+    expected = {f"val/{m}{suffix}" for m in names
+                for suffix in ("", "_kidney", "_tumor", "_region_kidney_and_masses",
+                               "_region_tumor")}
+    assert expected <= metrics.keys()
+    assert not any(k.startswith(("val/hd95", "val/nsd")) for k in metrics)
     assert not any(k.startswith("test/") for k in metrics)  # 80/20: no test split
     split = json.loads((tmp_path / "data" / "kits23" / "splits.json").read_text())
     assert (len(split["train"]), len(split["val"]), len(split["test"])) == (4, 1, 0)
@@ -156,7 +164,25 @@ def test_resnet50_5class_writes_predictions_and_reports(tmp_path):
     written = sorted((Path(cfg.paths.output_dir) / "predictions").glob("*.nii.gz"))
     split = json.loads((root / "splits.json").read_text())
     assert [p.name for p in written] == [f"{case}.nii.gz" for case in split["test"]]
-    # The write-up's JSON report of per-class IoU, from the written NIfTI predictions.
-    report = evaluate(written[0].parent, root / "labels", tmp_path / "evaluation",
-                      num_classes=5, class_names=list(cfg.data.class_names))
-    assert not report["failed"] and (tmp_path / "evaluation" / "evaluation.json").is_file()
+    # The write-up's JSON report, written by the run: per-class IoU, the mean IoU with and
+    # without background, and each prediction's shape.
+    report = json.loads((Path(cfg.paths.output_dir) / "evaluation" / "evaluation.json")
+                        .read_text())
+    assert report["failed"] == [] and [c["case"] for c in report["cases"]] == split["test"]
+    (case,) = report["cases"]
+    assert case["shape"] == [6, 5, 4]  # test_nifti_folder.write_pair's volumes
+    assert list(case["metrics"]["iou"]) == list(cfg.data.class_names)  # background included
+    # One case: each class mean is that case's IoU (None where undefined); the means by hand.
+    ious = [v for v in case["metrics"]["iou"].values() if v is not None]
+    foreground = [v for k, v in case["metrics"]["iou"].items()
+                  if v is not None and k != "background"]
+    assert report["mean"]["all_classes"]["iou"] == pytest.approx(sum(ious) / len(ious))
+    assert report["mean"]["foreground"]["iou"] == pytest.approx(
+        sum(foreground) / len(foreground))
+    # Checked against the written files themselves: class 1's IoU by hand.
+    prediction = nib.load(written[0]).get_fdata().astype(int)
+    reference = nib.load(root / "labels" / written[0].name).get_fdata().astype(int)
+    p, r = prediction == 1, reference == 1
+    if (p | r).any():
+        assert case["metrics"]["iou"][cfg.data.class_names[1]] == pytest.approx(
+            (p & r).sum() / (p | r).sum())

@@ -16,8 +16,9 @@ CLASS_NAMES = ["background", "organ", "lesion"]
 
 
 def make_checkpoint(path: Path, seed: int = 0, dropout: float = 0.0,
-                    class_names: list[str] = CLASS_NAMES) -> Path:
-    """Save an untrained `SegmentationModule` as `train.py` would, and return ``path``."""
+                    class_names: list[str] = CLASS_NAMES,
+                    regions: dict[str, list[int]] | None = None) -> Path:
+    """Save an untrained `SegmentationModule` as `volseg train` would, and return ``path``."""
     pl.seed_everything(seed)
     module = SegmentationModule(
         net={"_target_": "volseg.models.UNet3D", "in_channels": 1,
@@ -30,6 +31,7 @@ def make_checkpoint(path: Path, seed: int = 0, dropout: float = 0.0,
         preprocessing={"spacing": [1.5, 1.5, 2.0], "intensity": "ct_window",
                        "window": [-160.0, 240.0]},
         inference={"tile_size": [16, 16, 8], "overlap": 0.5},
+        regions=regions,
     )
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(module)

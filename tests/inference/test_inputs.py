@@ -7,10 +7,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
+from tests.data.adapters import trees
 from tests.inference.conftest import oblique_volume
-from volseg.inference.inputs import find_inputs, read_case
+from volseg.inference.inputs import find_inputs, is_label, read_case
 from volseg.inference.predictor import predict_cases
 from volseg.io import Volume, write_volume
 
@@ -107,3 +109,69 @@ def test_2d_image_fails_alone_with_a_clear_message(checkpoint, tmp_path):
     assert list(failed) == ["flat"]
     assert "expected a 3D scalar image, got 2D" in failed["flat"]
     assert [Path(p).name for p in summary["written"]] == ["good.nii.gz"]
+
+
+# --- dataset trees ------------------------------------------------------------------------------
+
+
+def test_a_kits23_tree_gives_one_case_per_case_folder_and_never_a_label(tmp_path):
+    tree = tmp_path / "kits23"
+    ids = trees.make_kits23(tree, cases=3)
+    for source in (tree, tree / "dataset"):
+        cases = find_inputs(source)
+        assert [c.case_id for c in cases] == ids
+        assert all([p.name for p in c.paths] == ["imaging.nii.gz"] for c in cases)
+    # One case folder: named after the folder, its segmentation left alone.
+    (case,) = find_inputs(tree / "dataset" / "case_00001")
+    assert (case.case_id, [p.name for p in case.paths]) == ("case_00001", ["imaging.nii.gz"])
+    # A list of the imaging files: one case each, named after its folder (not one "imaging").
+    listing = tmp_path / "cases.txt"
+    listing.write_text("\n".join(str(tree / "dataset" / i / "imaging.nii.gz") for i in ids))
+    assert [c.case_id for c in find_inputs(listing)] == ids
+    with pytest.raises(ValueError, match="segmentation.nii.gz: a label file, not an image"):
+        find_inputs(tree / "dataset" / "case_00000" / "segmentation.nii.gz")
+
+
+@pytest.mark.parametrize("layout", ["luna16", "hipmri", "nnunet", "nifti_folder"])
+def test_each_layouts_tree_lists_the_adapters_cases_without_labels(layout, tmp_path):
+    ids = getattr(trees, f"make_{layout}")(tmp_path / layout)
+    cases = find_inputs(tmp_path / layout)
+    assert sorted(c.case_id for c in cases) == sorted(ids)
+    files = [p for c in cases for p in c.paths]
+    assert not any(is_label(p) or "label" in str(p.parent).lower() for p in files)
+
+
+def test_case_folders_of_channel_files_are_one_case_each(tmp_path):
+    volume = _volume()
+    for case in ("BraTS-001", "BraTS-002"):  # BraTS: every file named after its folder
+        for suffix in ("t2w", "t1c", "seg"):
+            write_volume(volume, tmp_path / "brats" / case / f"{case}-{suffix}.nii.gz")
+    for case in ("p1", "p2"):  # generic: the same channel names in every case folder
+        for channel in ("t1", "t2"):
+            write_volume(volume, tmp_path / "mixed" / case / f"{channel}.nii.gz")
+    brats = find_inputs(tmp_path / "brats")
+    assert [c.case_id for c in brats] == ["BraTS-001", "BraTS-002"]
+    assert [p.name for p in brats[0].paths] == ["BraTS-001-t1c.nii.gz", "BraTS-001-t2w.nii.gz"]
+    assert read_case(brats[0]).array.shape == (2, *volume.array.shape)
+    mixed = find_inputs(tmp_path / "mixed")
+    assert [(c.case_id, [p.name for p in c.paths]) for c in mixed] == [
+        ("p1", ["t1.nii.gz", "t2.nii.gz"]), ("p2", ["t1.nii.gz", "t2.nii.gz"])]
+
+
+def test_two_cases_named_alike_are_refused_naming_both(tmp_path):
+    write_volume(_volume(), tmp_path / "in" / "x.nii.gz")
+    write_volume(_volume(), tmp_path / "in" / "X" / "scan.nii.gz")  # case folder "X"
+    with pytest.raises(ValueError) as raised:
+        find_inputs(tmp_path / "in")
+    message = str(raised.value)
+    assert "both be written as" in message
+    assert str(tmp_path / "in" / "x.nii.gz") in message
+    assert str(tmp_path / "in" / "X" / "scan.nii.gz") in message
+
+
+def test_a_folder_without_images_says_what_it_looked_for(tmp_path):
+    trees.make_kits23(tmp_path / "kits23", cases=1)
+    (tmp_path / "kits23" / "dataset" / "case_00000" / "imaging.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"kits23: no images: volume files .*\(label "
+                                                r"files are skipped\)"):
+        find_inputs(tmp_path / "kits23")

@@ -111,8 +111,33 @@ def test_update_accepts_one_spacing_per_case() -> None:
             "empty_penalty_mm",
         ),
         (lambda: SurfaceDiceMetric(num_classes=3, tolerance_mm=[1, 2, 3]), "tolerance_mm"),
+        (lambda: SurfaceDiceMetric(num_classes=2, tolerance_mm=math.nan), "tolerance_mm.*nan"),
+        (lambda: SurfaceDiceMetric(num_classes=2, tolerance_mm=-1.0), "tolerance_mm.*-1.0"),
+        (lambda: SurfaceDiceMetric(num_classes=2, tolerance_mm=math.inf), "tolerance_mm.*inf"),
+        (
+            lambda: SurfaceDiceMetric(num_classes=3, tolerance_mm=[2.0, math.nan]),
+            r"tolerance_mm.*\[2.0, nan\]",
+        ),
     ],
 )
 def test_bad_arguments(build, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_volume_similarity_mean_over_cases_skips_absent_classes() -> None:
+    from volseg.metrics import VolumeSimilarityMetric
+
+    metric = VolumeSimilarityMetric(num_classes=3)
+    pred = torch.zeros(2, 4, 4, 4, dtype=torch.long)
+    target = torch.zeros_like(pred)
+    # Case 0: class 1 predicted on 2 voxels, 6 in the target (1 - 4/8); class 2 in neither.
+    pred[0, 0, 0, :2] = 1
+    target[0, 1, :3, :2] = 1
+    # Case 1: class 1 on 3 voxels in both, elsewhere (volumes only: 1); class 2 predicted only.
+    pred[1, 0, 0, :3] = 1
+    target[1, 3, 3, 1:] = 1
+    pred[1, 2, 2, :] = 2
+    metric.update(pred, target)
+    assert metric.per_class().tolist() == pytest.approx([(0.5 + 1.0) / 2, 0.0])
+    assert metric.count.tolist() == [2, 1]

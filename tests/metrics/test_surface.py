@@ -1,6 +1,7 @@
 """Surface metrics against a hand-worked toy, MONAI, SimpleITK and medpy, on anisotropic grids."""
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -24,6 +25,7 @@ from volseg.metrics import (
     surface_distances,
     surface_metrics,
 )
+from volseg.metrics.surface import check_tolerances
 
 # Every axis a different size and voxel size, so a transposed axis changes the numbers.
 SHAPE = (23, 17, 12)
@@ -222,6 +224,17 @@ def test_spacing_per_case() -> None:
         (lambda p, t: hausdorff_distance(p, t), "num_classes"),
         (lambda p, t: surface_dice(p, t, None, [1, 2], num_classes=2), "tolerance_mm"),
         (lambda p, t: surface_dice(p, t, None, -1.0, num_classes=2), "tolerance_mm"),
+        # NaN would score every case 0 silently (d <= nan is False); inf accepts anything.
+        (lambda p, t: surface_dice(p, t, None, math.nan, num_classes=2), "tolerance_mm.*nan"),
+        (lambda p, t: surface_dice(p, t, None, math.inf, num_classes=2), "tolerance_mm.*inf"),
+        (
+            lambda p, t: surface_dice(p, t, None, [1.0, math.nan], num_classes=3),
+            r"tolerance_mm.*\[1.0, nan\]",
+        ),
+        (
+            lambda p, t: surface_metrics(p, t, None, np.float32("nan"), num_classes=2),
+            "tolerance_mm.*nan",
+        ),
         (lambda p, t: hausdorff_distance(p, t[..., :5], num_classes=2), "shapes differ"),
         (lambda p, t: hausdorff_distance(p + 2, t, num_classes=2), "labels must lie"),
     ],
@@ -230,3 +243,13 @@ def test_bad_arguments(call, message: str) -> None:
     pred, target = (torch.from_numpy(a) for a in _line_toy())
     with pytest.raises(ValueError, match=message):
         call(pred, target)
+
+
+def test_check_tolerances() -> None:
+    assert check_tolerances(0.0, 2).tolist() == [0.0, 0.0]  # zero: exact surface agreement
+    assert check_tolerances([1, 2.5], 2).tolist() == [1.0, 2.5]
+    for bad in (math.nan, -0.5, math.inf, [2.0, -math.inf]):
+        with pytest.raises(ValueError, match=f"tolerance_mm must be finite.*{re.escape(str(bad))}"):
+            check_tolerances(bad, 2)
+    with pytest.raises(ValueError, match="one per scored class"):
+        check_tolerances([1.0, 2.0, 3.0], 2)

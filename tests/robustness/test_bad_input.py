@@ -186,7 +186,9 @@ PREDICT_FAILURES = {
     "flat": r"{in}/flat.nii.gz: expected a 3D scalar image, got 2D with 1 component\(s\)",
     "nan": r"{in}/nan.nii.gz: 2 NaN/inf voxel\(s\) \(SimpleITK would read them as 0\)",
     "truncated": r"{in}/truncated.nii.gz: damaged or truncated gzip stream \(.+\)",
-    "two": r"{in}/two_0000.nii.gz: 2 channel\(s\), the model expects 1",
+    # Both files that the nnU-Net channel naming grouped are named.
+    "two": r"case two \({in}/two_0000.nii.gz, {in}/two_0001.nii.gz\): 2 channel\(s\), "
+           r"the model expects 1",
 }
 
 

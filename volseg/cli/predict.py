@@ -1,8 +1,11 @@
 """``volseg predict ckpt_path=<model.ckpt> input=<volumes> output=<folder>``: segment volumes.
 
-Writes one label map per input case, with exactly the input's shape, spacing, origin and
-direction. Exits with status 1 when any case failed (the others are still written).
-``predict.py`` at the top of a checkout is the same command.
+Or ``data=<name> [data.root=...] split=test`` instead of ``input``: the cases of a data
+config's split, read by its layout and scored against their labels in the same call. Writes
+one label map per case, with exactly the input's shape, spacing, origin and direction. Exits
+with status 1 when any case failed (the others are still written), 2 when nothing could start
+(no input, a name clash, an output that would be replaced). ``predict.py`` at the top of a
+checkout is the same command.
 """
 
 import logging
@@ -10,12 +13,13 @@ import sys
 from pathlib import Path
 
 import hydra
-import rich
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
 from volseg.compose import CONFIG_PATH
-from volseg.evaluate import evaluate, summary_table
+from volseg.evaluate import dataset_references, evaluate, print_summary, references_under
+from volseg.inference.inputs import dataset_cases
 from volseg.inference.predictor import predict_cases, volume_stem
 
 log = logging.getLogger("predict")
@@ -26,27 +30,45 @@ def main(cfg: DictConfig) -> None:
     """Entry point: the command line is read from ``sys.argv``."""
     # Plain lists for the list-valued options, not ListConfig.
     options = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-               for key, value in cfg.items() if key not in ("paths", "hydra")}
-    summary = predict_cases(
-        options["ckpt_path"], cfg.input, cfg.output, device=cfg.device,
-        tile_size=options["tile_size"], overlap=cfg.overlap, batch_size=cfg.batch_size,
-        tta_axes=options["tta_axes"], mc_dropout=cfg.mc_dropout, uncertainty=cfg.uncertainty,
-        save_probabilities=cfg.save_probabilities,
-        keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
-        precision=str(cfg.precision),
-    )
+               for key, value in cfg.items() if key not in ("paths", "hydra", "data")}
+    try:
+        if (cfg.input is None) == (cfg.get("data") is None):
+            raise ValueError("give input=<volumes> or data=<name> (with split=), one of them")
+        source = cfg.input if cfg.input is not None else dataset_cases(instantiate(cfg.data),
+                                                                        cfg.split)
+        if cfg.labels is not None:
+            references_under(cfg.labels)  # a missing folder or no references: before any work
+        summary = predict_cases(
+            options["ckpt_path"], source, cfg.output, device=cfg.device,
+            tile_size=options["tile_size"], overlap=cfg.overlap, batch_size=cfg.batch_size,
+            tta_axes=options["tta_axes"], mc_dropout=cfg.mc_dropout,
+            uncertainty=cfg.uncertainty, save_probabilities=cfg.save_probabilities,
+            keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
+            precision=str(cfg.precision), overwrite=cfg.overwrite,
+        )
+    except (FileNotFoundError, ValueError) as error:
+        log.error("%s", error)
+        sys.exit(2)
     log.info("wrote %d prediction(s) to %s", len(summary["written"]), cfg.output)
-    if cfg.labels is not None and summary["written"]:
-        # Score what was just written against reference labels of the same names.
+    names = summary["class_names"]  # metrics named as in training
+    references = None
+    if cfg.input is None:
+        references = dataset_references(source) or None
+    elif cfg.labels is not None:
+        try:  # again, now that the checkpoint's class count can be checked against the layout
+            references = references_under(cfg.labels, len(names))
+        except ValueError as error:
+            log.error("%s", error)
+            sys.exit(2)
+    if references and summary["written"]:
+        # Score what was just written, with the checkpoint's classes and regions.
         written = [volume_stem(Path(p)) for p in summary["written"]]
-        names = summary["class_names"]  # metrics named as in training
         report = evaluate(cfg.output, cfg.labels, Path(cfg.output) / "evaluation",
-                          num_classes=len(names), class_names=names,
-                          tolerance_mm=cfg.tolerance_mm, cases=written)
-        rich.print(summary_table(report))
+                          class_names=names, tolerance_mm=cfg.tolerance_mm, cases=written,
+                          references=references, regions=summary["regions"])
+        print_summary(report)
         summary["failed"] += report["failed"]
     if summary["failed"]:
         for case_id, reason in summary["failed"]:
             log.error("FAILED %s: %s", case_id, reason)
         sys.exit(1)
-

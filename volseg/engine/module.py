@@ -14,12 +14,25 @@ from torch import nn
 
 from volseg.data.preprocess import Preprocessor
 from volseg.inference import sliding_window_inference
-from volseg.metrics import DiceMetric, HausdorffDistanceMetric, PerClassMean, SurfaceDiceMetric
+from volseg.metrics import (
+    AverageSurfaceDistanceMetric,
+    DiceMetric,
+    HausdorffDistanceMetric,
+    IoUMetric,
+    PerClassMean,
+    SurfaceDiceMetric,
+    VolumeSimilarityMetric,
+)
 from volseg.trusted import check_targets, instantiate_trusted
 
 log = logging.getLogger(__name__)
 
 NONFINITE_LOSS = ("raise", "skip")
+# `module.metrics` names; each is also its log name (`val/<name>`, `val/<name>_<class>`).
+OVERLAP_METRICS = ("dice", "iou", "volume_similarity")
+# Scored on surfaces in mm: off under `surface_metrics: false` and for partly annotated cases.
+SURFACE_METRICS = ("hausdorff", "hd95", "assd", "nsd")
+METRICS = OVERLAP_METRICS + SURFACE_METRICS
 
 
 def center_crop(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -45,6 +58,21 @@ def _check_regions(
             )
         checked[str(name)] = labels
     return checked
+
+
+def _check_metrics(metrics: Sequence[str]) -> list[str]:
+    """``module.metrics`` as a list, after checking every name is known and given once."""
+    allowed = ", ".join(METRICS)
+    # A bare string would be read letter by letter.
+    if isinstance(metrics, str) or not metrics:
+        raise ValueError(f"module.metrics must be a non-empty list of {allowed}; "
+                         f"got {metrics!r}")
+    names = [str(m) for m in metrics]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or len(set(names)) != len(names):
+        raise ValueError(f"module.metrics={names}: each must be one of {allowed}, given once"
+                         + (f"; unknown: {unknown}" if unknown else ""))
+    return names
 
 
 def _check_loss_ignores(loss: nn.Module, ignore_index: int | None) -> None:
@@ -80,8 +108,14 @@ class SegmentationModule(pl.LightningModule):
         scheduler_frequency: epochs between scheduler steps (match validation frequency).
         channels_last: keep weights and inputs in the channels-last 3D memory layout, which
             oneDNN (CPU) and cuDNN convolutions run faster on.
-        surface_metrics: also score validation and test cases with HD95 and normalised
-            surface Dice (in mm, at the case's voxel spacing), besides Dice.
+        metrics: what validation and test score, per foreground class and per region, each
+            logged under its own name: ``dice``, ``iou``, ``volume_similarity``
+            (``1 - ||P|-|T|| / (|P|+|T|)``), and in mm at the case's voxel spacing
+            ``hausdorff`` (maximum distance), ``hd95``, ``assd`` (average symmetric surface
+            distance) and ``nsd`` (normalised surface Dice). Checkpointing and early stopping
+            watch ``val/dice`` by default: keep ``dice`` unless they watch another.
+        surface_metrics: ``False`` drops the four distance metrics from ``metrics`` (sparse
+            labels have no known surface); ``True`` scores ``metrics`` as listed.
         surface_tolerance_mm: surface Dice tolerance, one value or one per foreground class.
         regions: extra evaluation regions, name -> label values scored as one structure
             (the KiTS23 regions: ``{kidney_and_masses: [1, 2, 3], masses: [2, 3]}``); logged as
@@ -107,6 +141,7 @@ class SegmentationModule(pl.LightningModule):
         scheduler_monitor: str = "val/loss",
         scheduler_frequency: int = 1,
         channels_last: bool = False,
+        metrics: Sequence[str] = ("dice", "hd95", "nsd"),
         surface_metrics: bool = True,
         surface_tolerance_mm: float | Sequence[float] = 2.0,
         regions: Mapping[str, Sequence[int]] | None = None,
@@ -135,23 +170,33 @@ class SegmentationModule(pl.LightningModule):
         self.ignore_index = ignore_index
         _check_loss_ignores(self.loss, ignore_index)
         self.regions = _check_regions(regions or {}, len(self.class_names))
-        if self.regions and surface_metrics and not np.isscalar(surface_tolerance_mm):
+        self.metric_names = [m for m in _check_metrics(metrics)
+                             if surface_metrics or m not in SURFACE_METRICS]
+        if not self.metric_names:
+            raise ValueError(f"module.metrics={list(metrics)} are all distance metrics, which "
+                             "module.surface_metrics=false turns off: nothing left to score")
+        if self.regions and "nsd" in self.metric_names and not np.isscalar(surface_tolerance_mm):
             raise ValueError(
                 "module.surface_tolerance_mm must be one value when module.regions is set, "
                 f"got {surface_tolerance_mm}"
             )
-        self.val_metrics = self._metrics(surface_metrics, surface_tolerance_mm)
-        self.test_metrics = self._metrics(surface_metrics, surface_tolerance_mm)
+        self.val_metrics = self._metrics(surface_tolerance_mm)
+        self.test_metrics = self._metrics(surface_tolerance_mm)
 
-    def _metrics(self, surface: bool, tolerance_mm: float | Sequence[float]) -> nn.ModuleDict:
+    def _metrics(self, tolerance_mm: float | Sequence[float]) -> nn.ModuleDict:
         """Accumulators by log name: per foreground class, then one per region."""
+        factories: dict[str, Callable[[int], PerClassMean]] = {
+            "dice": DiceMetric,
+            "iou": IoUMetric,
+            "volume_similarity": VolumeSimilarityMetric,
+            "hausdorff": lambda k: HausdorffDistanceMetric(k, percentile=None),
+            "hd95": lambda k: HausdorffDistanceMetric(k, percentile=95),
+            "assd": AverageSurfaceDistanceMetric,
+            "nsd": lambda k: SurfaceDiceMetric(k, tolerance_mm),
+        }
 
         def build(num_classes: int) -> dict[str, PerClassMean]:
-            metrics: dict[str, PerClassMean] = {"dice": DiceMetric(num_classes)}
-            if surface:
-                metrics["hd95"] = HausdorffDistanceMetric(num_classes, percentile=95)
-                metrics["nsd"] = SurfaceDiceMetric(num_classes, tolerance_mm)
-            return metrics
+            return {name: factories[name](num_classes) for name in self.metric_names}
 
         metrics = build(len(self.class_names))
         for region in self.regions:
@@ -177,9 +222,9 @@ class SegmentationModule(pl.LightningModule):
             )
         }
         for name, metric in metrics.items():
-            if not surface and not isinstance(metric, DiceMetric):
+            kind, _, region = name.partition("_region_")
+            if not surface and kind in SURFACE_METRICS:
                 continue
-            region = name.partition("_region_")[2]
             masks = region_masks[region] if region else (pred, target)
             metric.update(*masks, spacing)
 

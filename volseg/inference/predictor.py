@@ -27,6 +27,7 @@ from volseg.data.preprocess import class_argmax
 from volseg.inference.inputs import (  # noqa: F401 - re-exported: predict's public names
     VOLUME_SUFFIXES,
     InputCase,
+    check_unique_names,
     find_inputs,
     read_case,
     volume_stem,
@@ -336,7 +337,8 @@ class Predictor:
         # Named first: an unsafe case id is refused before any work (and never written).
         labels_path = output_path(output_dir, case.case_id)
         image = read_case(case)
-        result = self.predict_all(image, name=str(case.paths[0]), progress=progress)
+        result = self.predict_all(image, name=f"case {case.case_id} ({case.source})",
+                                  progress=progress)
         if save_probabilities:
             write_channels(result.probabilities,
                            output_path(output_dir, case.case_id, "_probabilities.nii.gz"))
@@ -363,7 +365,7 @@ def write_channels(volume: Volume, path: str | Path) -> Path:
 
 def predict_cases(
     ckpt_path: str | Path | Sequence[str | Path],
-    source: str | Path,
+    source: str | Path | Sequence[InputCase],
     output: str | Path,
     device: str = "auto",
     tile_size: Sequence[int] | None = None,
@@ -376,28 +378,39 @@ def predict_cases(
     keep_largest: bool | Sequence[int] | None = None,
     connectivity: int = 26,
     precision: str = "32",
+    overwrite: bool = False,
 ) -> dict[str, list]:
-    """Predict every case under ``source`` into ``output``; one bad case does not stop the rest.
+    """Predict every case of ``source`` into ``output``; one bad case does not stop the rest.
 
-    ``ckpt_path`` may list several checkpoints (an ensemble); the other arguments are
-    `Predictor`'s.
+    ``source`` is what `find_inputs` takes (a file, a folder, a list file) or cases already
+    found (`dataset_cases`). ``ckpt_path`` may list several checkpoints (an ensemble); the other
+    arguments are `Predictor`'s.
 
     Returns:
-        ``{"written": [paths], "failed": [(case_id, one-line reason)], "class_names": [...]}``
-        (the checkpoints' class names, background first).
+        ``{"written": [paths], "failed": [(case_id, one-line reason)], "class_names": [...],
+        "regions": {name: labels}}`` (the checkpoints' class names, background first, and
+        the regions they score).
 
     Raises:
         ValueError: ``output`` is, or lies inside, an input folder (outputs never mix with,
-            or overwrite, inputs).
+            or overwrite, inputs); two cases share an output name; ``output`` already holds
+            an output of these cases and ``overwrite`` is false. All before any work.
     """
-    source, output = Path(source).resolve(), Path(output).resolve()
-    cases = find_inputs(source)
-    input_dirs = {source} if source.is_dir() else set()
+    output = Path(output).resolve()
+    if isinstance(source, (str, Path)):
+        source = Path(source).resolve()
+        cases = find_inputs(source)
+        input_dirs = {source} if source.is_dir() else set()
+    else:
+        cases, input_dirs = list(source), set()
+        check_unique_names(cases)
     input_dirs.update(p.resolve() if p.is_dir() else p.resolve().parent
                       for case in cases for p in case.paths)
     for input_dir in sorted(input_dirs):
         if output == input_dir or input_dir in output.parents:
             raise ValueError(f"output={output} lies inside the input folder {input_dir}")
+    if not overwrite:
+        refuse_existing_outputs(cases, output)
     torch_device = resolve_device(device)
     predictor = Predictor(load_ensemble(ckpt_path, torch_device), torch_device, tile_size,
                           overlap, batch_size, tta_axes, mc_dropout, uncertainty, keep_largest,
@@ -417,4 +430,24 @@ def predict_cases(
                 message = str(error).splitlines()[0] if str(error) else type(error).__name__
                 failed.append((case.case_id, message))
                 log.error("%s: %s", case.case_id, message)
-    return {"written": written, "failed": failed, "class_names": predictor.module.class_names}
+    return {"written": written, "failed": failed, "class_names": predictor.module.class_names,
+            "regions": dict(predictor.module.regions)}
+
+
+# Every file a case's prediction may write, after its name.
+OUTPUT_SUFFIXES = (".nii.gz", "_probabilities.nii.gz", "_uncertainty.nii.gz")
+
+
+def refuse_existing_outputs(cases: Sequence[InputCase], output: Path) -> None:
+    """Refuse, before any work, outputs that would replace files already in ``output``.
+
+    Raises:
+        ValueError: listing the first few files and the ``overwrite=true`` that allows it.
+    """
+    existing = [output / f"{case.case_id}{suffix}" for case in cases
+                for suffix in OUTPUT_SUFFIXES if (output / f"{case.case_id}{suffix}").exists()]
+    if existing:
+        shown = ", ".join(str(p) for p in existing[:3])
+        more = f" and {len(existing) - 3} more" if len(existing) > 3 else ""
+        raise ValueError(f"output={output} already holds {shown}{more}: set overwrite=true to "
+                         "replace them, or choose another output folder")

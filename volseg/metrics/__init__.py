@@ -7,6 +7,7 @@ from volseg.metrics.accumulators import (
     IoUMetric,
     PerClassMean,
     SurfaceDiceMetric,
+    VolumeSimilarityMetric,
 )
 from volseg.metrics.overlap import dice, iou, volume_similarity
 from volseg.metrics.surface import (
@@ -24,6 +25,7 @@ __all__ = [
     "IoUMetric",
     "PerClassMean",
     "SurfaceDiceMetric",
+    "VolumeSimilarityMetric",
     "average_surface_distance",
     "dice",
     "hausdorff_distance",

@@ -21,7 +21,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from volseg.metrics.masks import check_num_classes
-from volseg.metrics.overlap import dice, iou
+from volseg.metrics.overlap import dice, iou, volume_similarity
 from volseg.metrics.surface import (
     Spacing,
     average_surface_distance,
@@ -207,6 +207,10 @@ class SurfaceDiceMetric(PerClassMean):
         tolerance_mm: one tolerance, or one per scored class, in mm.
         include_background: report class 0 as entry 0.
         **kwargs: passed to ``torchmetrics.Metric``.
+
+    Raises:
+        ValueError: on a NaN, infinite or negative tolerance, or a tolerance count that is
+            neither 1 nor the number of scored classes.
     """
 
     higher_is_better = True
@@ -219,7 +223,8 @@ class SurfaceDiceMetric(PerClassMean):
         **kwargs,
     ) -> None:
         super().__init__(num_classes, include_background, **kwargs)
-        # Checked now, not at the first validation after an epoch of training.
+        # Checked now, not at the first validation after an epoch of training: a NaN
+        # tolerance would otherwise score every case 0 without a word.
         check_tolerances(tolerance_mm, len(self.value_sum))
         self.tolerance_mm = tolerance_mm
 
@@ -232,3 +237,14 @@ class SurfaceDiceMetric(PerClassMean):
             num_classes=self.num_classes,
             include_background=self.include_background,
         )
+
+
+class VolumeSimilarityMetric(PerClassMean):
+    """Per-class mean volume similarity ``1 - ||P|-|T|| / (|P|+|T|)`` over cases; arguments as
+    :class:`PerClassMean`. Compares volumes only: see :func:`volseg.metrics.volume_similarity`.
+    """
+
+    higher_is_better = True
+
+    def values(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
+        return volume_similarity(pred, target, self.num_classes, self.include_background)

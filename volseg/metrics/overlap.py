@@ -5,11 +5,18 @@ one-hot / boolean masks ``(N, C, X, Y, Z)`` with ``C == num_classes``. Results a
 ``(N, K)`` tensors, ``K = num_classes`` with background and ``num_classes - 1`` without it
 (column ``k`` is then class ``k + 1``). They count voxels, so they need no voxel spacing.
 
-Empty-class convention (as nnU-Net's evaluation and MONAI's ``ignore_empty=True``):
+Empty-class conventions (nnU-Net's evaluation), for one case and class:
 
-- class absent from both prediction and target in a case: NaN, the value is undefined, and
+- class in neither prediction nor target: NaN by default, the value is undefined and
   :class:`DiceMetric` leaves it out of the class mean (``torch.nanmean`` does the same);
-- class absent from exactly one of them: Dice = IoU = volume similarity = 0.
+  ``both_empty=1.0`` scores it as a perfect match instead;
+- class in exactly one of them: Dice = IoU = volume similarity = 0.
+
+MONAI differs when only the target is empty. Its ``DiceMetric`` / ``MeanIoU`` with
+``ignore_empty=True`` (the default) give NaN for an empty target whatever the prediction, so a
+false positive in a case without the class goes unscored, where volseg gives 0. With
+``ignore_empty=False`` they give 1 if the prediction is empty too and 0 otherwise, which is
+volseg with ``both_empty=1.0``. With a non-empty target all three agree.
 
 Definitions, with ``P`` and ``T`` the predicted and target voxel sets of one class:
 Dice ``2|P∩T| / (|P|+|T|)`` (Dice 1945), IoU ``|P∩T| / |P∪T|`` (Jaccard 1912), and volume
@@ -17,6 +24,8 @@ similarity ``1 - ||P|-|T|| / (|P|+|T|)`` (Taha & Hanbury 2015, eq. 29).
 """
 
 from __future__ import annotations
+
+import math
 
 from torch import Tensor
 
@@ -34,30 +43,57 @@ def _counts(
     return intersection, p.sum(dims).float(), t.sum(dims).float()
 
 
+def _fill_both_empty(values: Tensor, p: Tensor, t: Tensor, both_empty: float) -> Tensor:
+    """``values`` with ``both_empty`` where the class is in neither mask (``|P| + |T| = 0``)."""
+    if math.isnan(both_empty):
+        return values  # 0 / 0 already left NaN there
+    return values.masked_fill(p + t == 0, both_empty)
+
+
 def dice(
-    pred: Tensor, target: Tensor, num_classes: int, include_background: bool = False
+    pred: Tensor,
+    target: Tensor,
+    num_classes: int,
+    include_background: bool = False,
+    *,
+    both_empty: float = math.nan,
 ) -> Tensor:
-    """Dice coefficient per case and class, ``(N, K)``; NaN where the class is in neither.
+    """Dice coefficient per case and class, ``(N, K)``; ``both_empty`` where the class is in
+    neither.
 
     Args:
-        pred: predicted labels (N, X, Y, Z) / (X, Y, Z), or one-hot (N, C, X, Y, Z).
+        pred: predicted labels (N, X, Y, Z) / (X, Y, Z), or one-hot (N, C, X, Y, Z); see
+            :func:`volseg.metrics.masks.class_masks` for the forms refused.
         target: reference labels, same forms.
         num_classes: C, including background (class 0).
         include_background: keep class 0 as column 0.
+        both_empty: value for a class in neither mask: NaN (undefined, the default) or e.g.
+            1.0 to count it as a perfect match.
     """
     intersection, p, t = _counts(pred, target, num_classes, include_background)
-    # 0 / 0 -> NaN is exactly the "undefined" convention of the module docstring.
-    return 2.0 * intersection / (p + t)
+    return _fill_both_empty(2.0 * intersection / (p + t), p, t, both_empty)
 
 
-def iou(pred: Tensor, target: Tensor, num_classes: int, include_background: bool = False) -> Tensor:
+def iou(
+    pred: Tensor,
+    target: Tensor,
+    num_classes: int,
+    include_background: bool = False,
+    *,
+    both_empty: float = math.nan,
+) -> Tensor:
     """Intersection over union (Jaccard) per case and class, ``(N, K)``; args as :func:`dice`."""
     intersection, p, t = _counts(pred, target, num_classes, include_background)
-    return intersection / (p + t - intersection)
+    return _fill_both_empty(intersection / (p + t - intersection), p, t, both_empty)
 
 
 def volume_similarity(
-    pred: Tensor, target: Tensor, num_classes: int, include_background: bool = False
+    pred: Tensor,
+    target: Tensor,
+    num_classes: int,
+    include_background: bool = False,
+    *,
+    both_empty: float = math.nan,
 ) -> Tensor:
     """``1 - ||P|-|T|| / (|P|+|T|)`` per case and class, ``(N, K)``; arguments as :func:`dice`.
 
@@ -65,4 +101,4 @@ def volume_similarity(
     ``GetVolumeSimilarity`` is the signed ``2(|P|-|T|)/(|P|+|T|)``; this is ``1 - |that| / 2``.
     """
     _, p, t = _counts(pred, target, num_classes, include_background)
-    return 1.0 - (p - t).abs() / (p + t)
+    return _fill_both_empty(1.0 - (p - t).abs() / (p + t), p, t, both_empty)

@@ -22,10 +22,17 @@ nearest surface voxel of the target, and ``d_TP`` the reverse. Then:
 
 Empty-mask conventions, the same as the overlap metrics:
 
-- class in neither prediction nor target: NaN for every metric (undefined; means skip it);
+- class in neither prediction nor target: NaN for every metric by default (undefined; means
+  skip it); ``both_empty`` gives another value, e.g. 0 mm for distances and 1 for surface Dice
+  (:data:`BOTH_EMPTY_PERFECT`);
 - class in exactly one of them: HD, HD95 and ASSD are ``inf`` (no surface to reach), surface
   Dice is 0. The accumulating :mod:`volseg.metrics.accumulators` classes replace ``inf`` by a
   finite penalty so a mean stays informative.
+
+MONAI 1.6's ``HausdorffDistanceMetric``, ``SurfaceDistanceMetric`` and ``SurfaceDiceMetric``
+give the same values (NaN in neither; ``inf``, ``inf`` and 0 in exactly one), with one
+exception: its HD95 (``percentile=95``) is NaN, not ``inf``, when exactly one mask is empty
+(``torch.quantile`` of infinite distances).
 
 Distances come from a KD-tree over the target's surface voxels, queried only with the
 prediction's surface voxels that are not on the target's surface (the others are at 0 mm), all
@@ -35,7 +42,9 @@ distance transform of the whole volume.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -45,6 +54,12 @@ from torch import Tensor
 from volseg.metrics.masks import paired_masks
 
 Spacing = Sequence[float] | Sequence[Sequence[float]] | None
+
+# ``surface_metrics(..., both_empty=BOTH_EMPTY_PERFECT)`` scores a class in neither mask as a
+# perfect match, the "both empty = 1" convention: no distance and full surface agreement.
+BOTH_EMPTY_PERFECT: Mapping[str, float] = MappingProxyType(
+    {"hausdorff": 0.0, "hd95": 0.0, "assd": 0.0, "surface_dice": 1.0}
+)
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
@@ -173,14 +188,18 @@ def check_tolerances(tolerance_mm: float | Sequence[float], num_columns: int) ->
     """Surface Dice tolerances in mm, one per scored class, from one value or one per class.
 
     Raises:
-        ValueError: on a negative value or a count that is neither 1 nor ``num_columns``.
+        ValueError: on a NaN, infinite or negative value, or a count that is neither 1 nor
+            ``num_columns``.
     """
     tolerances = np.asarray(tolerance_mm, dtype=np.float64)
-    if tolerances.ndim > 1 or tolerances.size not in (1, num_columns) or (tolerances < 0).any():
+    if tolerances.ndim > 1 or tolerances.size not in (1, num_columns):
         raise ValueError(
-            f"tolerance_mm must be one value >= 0 or one per scored class ({num_columns}), "
+            f"tolerance_mm must be one value or one per scored class ({num_columns}), "
             f"got {tolerance_mm}"
         )
+    # ``d <= nan`` is always False, so a NaN tolerance would silently score every case 0.
+    if not (np.isfinite(tolerances) & (tolerances >= 0)).all():
+        raise ValueError(f"tolerance_mm must be finite and >= 0 mm, got {tolerance_mm}")
     return np.broadcast_to(tolerances, (num_columns,))
 
 
@@ -229,18 +248,20 @@ def _per_class(
     num_classes: int | None,
     include_background: bool,
     reductions: dict[str, Reduction],
+    both_empty: Mapping[str, float],
 ) -> dict[str, Tensor]:
-    """Each named reduction per case and kept class, ``(N, K)`` float32."""
+    """Each named reduction per case and kept class, ``(N, K)`` float32; ``both_empty[name]``
+    (NaN if absent) where the class is in neither mask."""
     if num_classes is None:
         num_classes = _num_columns(pred, None, include_background=True)
     p, t = paired_masks(pred, target, num_classes, include_background)
     p, t = p.cpu().numpy(), t.cpu().numpy()
     spacings = _case_spacings(spacing, p.shape[0], p.ndim - 2)
-    values = {name: np.full(p.shape[:2], np.nan) for name in reductions}
+    values = {name: np.full(p.shape[:2], both_empty.get(name, math.nan)) for name in reductions}
     for case, column in np.ndindex(*p.shape[:2]):
         d_pt, d_tp = surface_distances(p[case, column], t[case, column], spacings[case])
         if d_pt.size + d_tp.size == 0:
-            continue  # in neither mask: NaN
+            continue  # in neither mask: keeps the both_empty value
         one_empty = d_pt.size == 0 or d_tp.size == 0
         for name, (reduce, empty_value) in reductions.items():
             values[name][case, column] = empty_value if one_empty else reduce(d_pt, d_tp, column)
@@ -255,11 +276,22 @@ def surface_metrics(
     *,
     num_classes: int | None = None,
     include_background: bool = False,
+    both_empty: float | Mapping[str, float] = math.nan,
 ) -> dict[str, Tensor]:
     """HD, HD95, ASSD and surface Dice from one distance computation per case and class.
 
-    Arguments as :func:`hausdorff_distance` and :func:`surface_dice`. Returns a dict with keys
-    ``hausdorff``, ``hd95``, ``assd`` and ``surface_dice``, each ``(N, K)``.
+    Arguments as :func:`hausdorff_distance` and :func:`surface_dice`, except ``both_empty``:
+    the value for a class in neither mask, one number for all four metrics, or a mapping from
+    metric name to value (a metric left out stays NaN). :data:`BOTH_EMPTY_PERFECT` is the
+    "both empty = 1" convention: 0 mm for the distances and 1 for surface Dice.
+
+    Returns:
+        A dict with keys ``hausdorff``, ``hd95``, ``assd`` and ``surface_dice``, each
+        ``(N, K)``.
+
+    Raises:
+        ValueError: on a ``both_empty`` key that is not a metric name, and as
+            :func:`surface_dice`.
     """
     reductions = {
         "hausdorff": _hausdorff(None, pooled=False),
@@ -269,7 +301,16 @@ def surface_metrics(
             tolerance_mm, _num_columns(pred, num_classes, include_background)
         ),
     }
-    return _per_class(pred, target, spacing, num_classes, include_background, reductions)
+    if isinstance(both_empty, Mapping):
+        unknown = set(both_empty) - set(reductions)
+        if unknown:
+            raise ValueError(
+                f"both_empty keys must be among {sorted(reductions)}, got {sorted(unknown)}"
+            )
+        fill = {name: float(value) for name, value in both_empty.items()}
+    else:
+        fill = dict.fromkeys(reductions, float(both_empty))
+    return _per_class(pred, target, spacing, num_classes, include_background, reductions, fill)
 
 
 def hausdorff_distance(
@@ -281,6 +322,7 @@ def hausdorff_distance(
     pooled: bool = False,
     num_classes: int | None = None,
     include_background: bool = False,
+    both_empty: float = math.nan,
 ) -> Tensor:
     """Hausdorff distance (``percentile=None``) or HD95 (``percentile=95``) in mm, ``(N, K)``.
 
@@ -294,9 +336,13 @@ def hausdorff_distance(
             directed percentiles (MONAI).
         num_classes: C including background; required for label maps.
         include_background: keep class 0 as column 0.
+        both_empty: value for a class in neither mask: NaN (undefined, the default) or e.g.
+            0.0 mm to count it as a perfect match.
     """
     reduction = {"hd": _hausdorff(percentile, pooled)}
-    return _per_class(pred, target, spacing, num_classes, include_background, reduction)["hd"]
+    fill = {"hd": both_empty}
+    values = _per_class(pred, target, spacing, num_classes, include_background, reduction, fill)
+    return values["hd"]
 
 
 def average_surface_distance(
@@ -307,12 +353,15 @@ def average_surface_distance(
     symmetric: bool = True,
     num_classes: int | None = None,
     include_background: bool = False,
+    both_empty: float = math.nan,
 ) -> Tensor:
     """Average symmetric surface distance in mm, ``(N, K)``; ``symmetric=False`` gives the
     mean distance from the prediction's surface to the target's. Other arguments as
     :func:`hausdorff_distance`."""
     reduction = {"asd": _average(symmetric)}
-    return _per_class(pred, target, spacing, num_classes, include_background, reduction)["asd"]
+    fill = {"asd": both_empty}
+    values = _per_class(pred, target, spacing, num_classes, include_background, reduction, fill)
+    return values["asd"]
 
 
 def surface_dice(
@@ -323,11 +372,19 @@ def surface_dice(
     *,
     num_classes: int | None = None,
     include_background: bool = False,
+    both_empty: float = math.nan,
 ) -> Tensor:
     """Normalised surface Dice at ``tolerance_mm`` (one value, or one per kept class), ``(N, K)``.
 
-    Other arguments as :func:`hausdorff_distance`.
+    Other arguments as :func:`hausdorff_distance`; ``both_empty=1.0`` counts a class in
+    neither mask as a perfect match.
+
+    Raises:
+        ValueError: on a NaN, infinite or negative tolerance, or a tolerance count that is
+            neither 1 nor the number of scored classes.
     """
     num_columns = _num_columns(pred, num_classes, include_background)
     reduction = {"nsd": _surface_dice(tolerance_mm, num_columns)}
-    return _per_class(pred, target, spacing, num_classes, include_background, reduction)["nsd"]
+    fill = {"nsd": both_empty}
+    values = _per_class(pred, target, spacing, num_classes, include_background, reduction, fill)
+    return values["nsd"]

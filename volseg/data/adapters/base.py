@@ -41,6 +41,11 @@ class DatasetLayout:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        """Whether ``root`` has this layout's structure (`volseg.data.adapters.detect`)."""
+        return False
+
     def prepare(self) -> None:
         """Make the dataset available on disk (a no-op for real data)."""
 

@@ -107,6 +107,10 @@ class DecathlonLayout(DatasetLayout):
         super().__init__(root)
         self._meta: dict | None = None
 
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return (root / "dataset.json").is_file() and (root / "labelsTr").is_dir()
+
     @property
     def meta(self) -> dict:
         if self._meta is None:

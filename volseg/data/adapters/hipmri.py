@@ -36,6 +36,10 @@ class HipMRILayout(DatasetLayout):
     class_names = ["background", "body", "bone", "bladder", "rectum", "prostate"]
     channel_names = ["MR"]
 
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return (root / LABELS).is_dir() or (root / RELEASE / LABELS).is_dir()
+
     def _base(self) -> Path:
         release = self.root / RELEASE
         return release if (release / IMAGES).is_dir() else self.root

@@ -45,6 +45,11 @@ class KiTS23Layout(DatasetLayout):
         names = ["background", "kidney", "tumor", "cyst"]
         return names[:CYST] if self.drop_cyst else names
 
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return any(any(folder.glob("case_*/segmentation.nii*")) for folder in (root / "dataset",
+                                                                                root))
+
     def _case_folders(self) -> list[Path]:
         for folder in (self.root / "dataset", self.root):
             cases = sorted(p for p in folder.glob("case_*") if p.is_dir())

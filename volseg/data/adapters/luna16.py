@@ -158,6 +158,10 @@ class LUNA16Layout(DatasetLayout):
         super().__init__(root)
         self.annotations = self.root / annotations
 
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return (root / "annotations.csv").is_file() and any(root.glob("subset*/*.mhd"))
+
     def list_cases(self) -> list[Case]:
         scans: dict[str, Path] = {}
         for header in sorted(self.root.glob("subset*/*.mhd")):

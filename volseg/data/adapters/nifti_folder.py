@@ -38,6 +38,10 @@ class NiftiFolderLayout(DatasetLayout):
         self.labels_dir = self.root / labels
         self.channels = channels
 
+    @classmethod
+    def recognises(cls, root: Path) -> bool:
+        return (root / "images").is_dir() and (root / "labels").is_dir()
+
     def list_cases(self) -> list[Case]:
         pairs = pair_by_name(files_by_name(self.images_dir), files_by_name(self.labels_dir))
         if not pairs:

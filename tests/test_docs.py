@@ -4,11 +4,12 @@ The commands are the lines of the ```bash blocks (a trailing backslash continues
 heredoc runs to its end marker), taken page by page: README.md first, then the pages in the
 order the README links them, then any other page. They run one after another, each in its own
 process, from the root of one fresh clone (the files git tracks, copied), as a reader who
-follows the documentation would: a later command may use what an earlier one made. Two
-things are added, and nothing else (docs/development.md says so too):
+follows the documentation would: a later command may use what an earlier one made. This
+much is added, and nothing else (docs/development.md says so too):
 
 - a smoke budget appended to the command line (`budget`): one short epoch for ``volseg
   train``, two Optuna trials, small sizes for ``volseg bench``;
+- servers (`SERVERS`: TensorBoard, optuna-dashboard) are started, checked to answer, stopped;
 - the placeholders filled in (`PLACEHOLDERS`): ``<run>`` and ``<sweep>`` name the newest run
   and sweep folder that earlier commands made; ``<kits23 folder>`` and the other dataset
   placeholders name a small dataset fabricated in that layout, the reader's own data.
@@ -67,6 +68,8 @@ BENCH_BUDGET = {
              "--workers", "0"],
 }
 TIMEOUT_S = 600
+# Commands that serve until stopped: started, checked to print this, then stopped.
+SERVERS = {"tensorboard": "http://", "optuna-dashboard": "http://"}
 
 
 @dataclass(frozen=True)
@@ -290,8 +293,8 @@ def test_documented_command(command: DocCommand, clone: Path):
         line = fill(command.text, clone)
     else:
         line = fill(runnable_part(command.text), clone)
-        if line.startswith("tensorboard "):
-            run_server(line, clone, "http://")
+        if line.split()[0] in SERVERS:
+            run_server(line, clone, SERVERS[line.split()[0]])
             return
         line = " ".join([line, *map(shlex.quote, budget(line))])
     done = subprocess.run(["bash", "-c", line], cwd=clone, env=environment(),

@@ -27,8 +27,10 @@ def test_readme_opens_with_train_then_test_command():
     assert test.endswith("&& pytest") and '-e ".[dev]"' in test
 
 
-def test_ci_also_uses_the_wheel_from_an_empty_folder():
-    assert CI[-1] == ".ci/wheel"
+def test_ci_also_uses_the_wheel_from_an_empty_folder_and_on_the_newest_dependencies():
+    assert CI[-2:] == [".ci/wheel", ".ci/latest"]
+    latest = (ROOT / ".ci" / "latest").read_text()
+    assert "--upgrade --upgrade-strategy eager" in latest and "tests/sweep" in latest
     wheel = (ROOT / ".ci" / "wheel").read_text()
     for command in ("volseg train ", "volseg train -m loss=", "hparams_search=optuna",
                     "volseg predict ", "volseg evaluate ", "volseg report "):

@@ -41,13 +41,14 @@ import yaml
 
 from volseg.atomic import atomic_path, write_csv
 from volseg.bench.report import write_report
+from volseg.sweep.study_report import write_study_report
 
 FOLD_KEY = "data.fold"
 # Keys of a row that describe the job rather than measure it.
 _DESCRIPTIVE = ("job", "configuration", "fold", "status", "error", "overrides", "path",
                 "best_model_path")
 # Where a row without a metric value goes, after every row with one.
-_STATUS_ORDER = {"completed": 0, "partial": 0, "failed": 1, "missing": 2}
+_STATUS_ORDER = {"completed": 0, "partial": 0, "pruned": 1, "failed": 2, "missing": 3}
 
 
 def find_job_dirs(path: str | Path) -> list[Path]:
@@ -373,7 +374,7 @@ def plot_leaderboard(labels: Sequence[str], values: Sequence[float | None],
 
 def _no_value(status: str) -> str:
     """What a bar without a value says: why, when the job did not complete."""
-    return status if status in ("failed", "missing") else "no value"
+    return status if status in ("pruned", "failed", "missing") else "no value"
 
 
 def _shorten(label: str, width: int = 60) -> str:
@@ -484,7 +485,9 @@ def write_leaderboard(paths: Sequence[str | Path], output: str | Path | None = N
 
     Returns:
         The files written by name: ``leaderboard.md``, ``leaderboard.csv``, ``leaderboard.png``
-        and, for k-fold sweeps, ``leaderboard_jobs.csv``.
+        and, for k-fold sweeps, ``leaderboard_jobs.csv``; for an Optuna sweep also its study's
+        ``study.csv``, ``optimization_history.png`` and ``param_importances.png``
+        (`volseg.sweep.study_report`).
     """
     rows = load_runs(*paths)
     if not any(_number(r.get(metric)) is not None for r in rows):
@@ -501,13 +504,19 @@ def write_leaderboard(paths: Sequence[str | Path], output: str | Path | None = N
         board.labels, board.values, board.errors, board.texts, board.xlabel,
         f"{output.name}: {metric}", output / "leaderboard.png")
     print(board.table)
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("completed", "failed", "missing")}
+    counts = {s: sum(r["status"] == s for r in rows)
+              for s in ("completed", "pruned", "failed", "missing")}
     shared = common_overrides(rows)
     summary = (f"{len(rows)} jobs in `{', '.join(str(p) for p in paths)}`: "
-               + ", ".join(f"{n} {s}" for s, n in counts.items())
+               + ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "pruned")
                + (f"; overrides every job shares: `{' '.join(shared)}`" if shared else ""))
+    sections = [board.markdown]
+    for path in paths:  # an Optuna sweep's study: its trials, charts and importances
+        study_files, section = write_study_report(path, output)
+        written.update(study_files)
+        sections += [section] if section else []
     written["leaderboard.md"] = write_report(output / "leaderboard.md", "Leaderboard", command,
-                                             summary, board.explanation, board.markdown)
+                                             summary, board.explanation, "\n\n".join(sections))
     for name, path in written.items():
         if name != "leaderboard.md":
             print(f"wrote {path}")

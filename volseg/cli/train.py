@@ -1,11 +1,13 @@
 """``volseg train [group=option ...] [key=value ...]``: train, validate and test a model.
 
 Composes ``train.yaml`` with the command-line overrides and runs `volseg.engine.train.train`;
-returns ``optimized_metric`` so Hydra sweepers (Optuna) can use it. ``train.py`` at the top of
-a checkout is the same command.
+returns ``optimized_metric`` (a list of them: one value each) so Hydra sweepers (Optuna) can
+use it, or `volseg.sweep.pruning.Pruned` when the Optuna pruner stopped the run.
+``train.py`` at the top of a checkout is the same command.
 """
 
 import logging
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -20,11 +22,12 @@ log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
-def train(cfg: DictConfig) -> float | None:
+def train(cfg: DictConfig) -> Any:
     # Imported here, not at the top: the engine pulls in Lightning (seconds), which a sweep's
     # launching process (submitit, Optuna) and `--cfg`/`--help` do not need.
     from volseg.engine.train import recording_failure
     from volseg.engine.train import train as run
+    from volseg.sweep.pruning import Pruned
 
     try:
         with recording_failure(cfg.paths.output_dir):
@@ -34,11 +37,14 @@ def train(cfg: DictConfig) -> float | None:
             raise
         # In a sweep one failed job must not stop the others: it is recorded as failed in its
         # metrics.json and returns no objective, which the Optuna sweeper marks a failed trial.
-        # (Not NaN: optuna 2.10 refuses NaN, and the sweeper's retry to mark the trial failed
-        # passes the NaN again, which raises and ends the whole search.)
         log.exception("job failed; the sweep goes on")
         return None
-    return metrics.get(cfg.get("optimized_metric"))
+    if metrics.get("status") == "pruned":
+        return Pruned(metrics["pruned_value"])
+    objective = cfg.get("optimized_metric")
+    if objective is None or isinstance(objective, str):
+        return metrics.get(objective)
+    return [metrics.get(name) for name in objective]  # a multi-objective study
 
 
 def register_sweeper() -> None:
@@ -47,9 +53,9 @@ def register_sweeper() -> None:
     Hydra finds plugins by listing the ``hydra_plugins`` folders on ``sys.path``: a wheel's
     is found, but an editable install's is not (its import hook cannot be listed).
     """
-    from hydra_plugins.volseg_optuna_sweeper import ResumableOptunaSweeper
+    from hydra_plugins.volseg_optuna_sweeper import VolsegOptunaSweeper
 
-    Plugins.instance().register(ResumableOptunaSweeper)
+    Plugins.instance().register(VolsegOptunaSweeper)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
 from volseg.resolvers import LAST, resolve_ckpt_path
 from volseg.runs import metric_value, write_resolved_config
+from volseg.sweep.pruning import OptunaPruning
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +80,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     use_rank_command()  # strategy=ddp under `-m`: extra ranks run this job, not the sweep
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    pruning = next((c for c in callbacks if isinstance(c, OptunaPruning)), None)
 
     if cfg.get("train", True):
         # weights_only: a checkpoint is a pickle; ours hold only tensors and plain data.
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        if pruning is not None and pruning.pruned:
+            return _pruned(cfg, trainer, module, pruning.value, started)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt_path = best or None
         if not best:
@@ -106,6 +110,19 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:  # every DDP rank has the same, synced metrics
         write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
         log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
+    return metrics
+
+
+def _pruned(cfg: DictConfig, trainer: pl.Trainer, module: SegmentationModule,
+            value: float | None, started: float) -> dict[str, Any]:
+    """A run the Optuna pruner stopped: recorded as pruned with its last reported value, and
+    neither validated again nor tested (that is the time pruning saves)."""
+    metrics = {"status": "pruned", "pruned_value": value, str(cfg.optimized_metric): value,
+               "epochs": trainer.current_epoch,
+               "parameters": sum(p.numel() for p in module.net.parameters() if p.requires_grad),
+               "wall_time_s": round(time.perf_counter() - started, 1)}
+    if trainer.is_global_zero:
+        write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
 
 

@@ -36,26 +36,6 @@ def test_misspelled_key_exits_with_hydra_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_cli_takes_list_options(tmp_path):
-    """Hydra list values (an ensemble, TTA axes, classes) reach predict_cases as plain lists."""
-    from tests.inference.conftest import make_checkpoint
-    from tests.inference.test_inputs import _volume
-    from volseg.io import write_volume
-
-    folds = [make_checkpoint(tmp_path / f"fold{i}.ckpt", seed=i) for i in range(2)]
-    write_volume(_volume(), tmp_path / "in" / "a.nii.gz")
-    done = subprocess.run(
-        [sys.executable, str(REPO / "predict.py"), f"ckpt_path=[{folds[0]},{folds[1]}]",
-         f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}", "tta_axes=[0,2]",
-         "save_probabilities=true", "keep_largest_component=[1]", "device=cpu",
-         f"paths.log_dir={tmp_path / 'logs'}"],
-        capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "a.nii.gz", "a_probabilities.nii.gz"]
-
-
-@pytest.mark.slow
 def test_predict_cli_scores_against_labels(tmp_path):
     """`labels=` scores only the written label maps (not the probability maps beside them)."""
     import json

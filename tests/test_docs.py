@@ -66,6 +66,8 @@ BENCH_BUDGET = {
     "predict": ["--size", "40", "36", "20", "--tile", "16", "16", "16"],
     "data": ["--cases", "3,4", "--size", "24,24,16", "--patch", "16,16,8", "--batches", "2",
              "--workers", "0"],
+    "recipes": ["--phantoms", "synthetic", "--recipes", "default", "--seeds", "1",
+                "--override", "data.layout.num_cases=6", *TRAIN_BUDGET],
 }
 TIMEOUT_S = 600
 # Commands that serve until stopped: started, checked to print this, then stopped.

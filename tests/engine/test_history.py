@@ -21,34 +21,50 @@ def png_size(path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+def stand_in_trainer(epoch: int = 0, lr: float = 0.01) -> SimpleNamespace:
+    """What the hooks read off the trainer; a new one is a new process: nothing logged yet."""
+    optimizer = SimpleNamespace(param_groups=[{"lr": lr}])
+    return SimpleNamespace(current_epoch=epoch, callback_metrics={}, optimizers=[optimizer],
+                           sanity_checking=False, state=SimpleNamespace(fn=TrainerFn.FITTING))
+
+
+def run_epoch(callback: TrainingHistory, trainer: SimpleNamespace, validate: bool = True,
+              started: bool = True) -> dict:
+    """Call one epoch's hooks; returns the numbers 'logged'. ``started=False``: an epoch that
+    Lightning restarts from a checkpoint, without on_train_epoch_start."""
+    epoch, group = trainer.current_epoch, trainer.optimizers[0].param_groups[0]
+    if started:
+        callback.on_train_epoch_start(trainer, None)
+    numbers = {"epoch": epoch, "lr": group["lr"]}
+    if validate:
+        val = {"val/loss": 1.0 / (epoch + 1), "val/dice": 0.1 * epoch,
+               "val/dice_organ": 0.2 * epoch, "val/dice_lesion": float("nan")}
+        trainer.callback_metrics.update({k: torch.tensor(v) for k, v in val.items()})
+        callback.on_validation_end(trainer, None)
+        numbers.update(val, **{"val/dice_lesion": None})
+    # Read in on_train_epoch_end, callback_metrics holds the epoch's training means
+    # (Lightning computes them when read; it stores them only after the epoch-end hooks).
+    loss = 2.0 - 0.1 * epoch
+    trainer.callback_metrics.update({"train/loss_epoch": torch.tensor(loss),
+                                     "train/loss": torch.tensor(loss),
+                                     "train/loss_step": torch.tensor(9.0)})
+    callback.on_train_epoch_end(trainer, None)
+    numbers["train/loss_epoch"] = loss
+    group["lr"] *= 0.5
+    trainer.current_epoch += 1
+    return numbers
+
+
 def run_epochs(callback: TrainingHistory, epochs: int, validate_every: int = 1) -> list[dict]:
     """Call the hooks as a fit of ``epochs`` epochs would; returns the numbers 'logged'."""
-    optimizer = SimpleNamespace(param_groups=[{"lr": 0.01}])
-    trainer = SimpleNamespace(current_epoch=0, callback_metrics={}, optimizers=[optimizer],
-                              sanity_checking=True, state=SimpleNamespace(fn=TrainerFn.FITTING))
+    trainer = stand_in_trainer()
+    trainer.sanity_checking = True
     trainer.callback_metrics = {"val/dice": torch.tensor(0.01)}
     callback.on_validation_end(trainer, None)  # sanity check: not an epoch
     trainer.sanity_checking = False
-    logged = []
-    for epoch in range(epochs):
-        trainer.current_epoch = epoch
-        callback.on_train_epoch_start(trainer, None)
-        numbers = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        if (epoch + 1) % validate_every == 0:
-            val = {"val/loss": 1.0 / (epoch + 1), "val/dice": 0.1 * epoch,
-                   "val/dice_organ": 0.2 * epoch, "val/dice_lesion": float("nan")}
-            trainer.callback_metrics.update({k: torch.tensor(v) for k, v in val.items()})
-            callback.on_validation_end(trainer, None)
-            numbers.update(val, **{"val/dice_lesion": None})
-        # Lightning updates the epoch's training loss after the epoch-end hooks.
-        loss = 2.0 - 0.1 * epoch
-        trainer.callback_metrics.update({"train/loss_epoch": torch.tensor(loss),
-                                         "train/loss": torch.tensor(loss),
-                                         "train/loss_step": torch.tensor(9.0)})
-        numbers["train/loss_epoch"] = loss
-        optimizer.param_groups[0]["lr"] *= 0.5
-        logged.append(numbers)
-    trainer.current_epoch = epochs
+    callback.on_train_start(trainer, None)
+    logged = [run_epoch(callback, trainer, validate=(epoch + 1) % validate_every == 0)
+              for epoch in range(epochs)]
     callback.on_train_end(trainer, None)
     # A validate() after fit must not add a row.
     trainer.state.fn = TrainerFn.VALIDATING
@@ -57,15 +73,18 @@ def run_epochs(callback: TrainingHistory, epochs: int, validate_every: int = 1) 
     return logged
 
 
-def test_one_row_per_epoch_with_the_logged_numbers(tmp_path):
-    callback = TrainingHistory(tmp_path)
-    logged = run_epochs(callback, epochs=3)
-    rows = json.loads((tmp_path / "history.json").read_text())
-    assert len(rows) == 3
+def assert_rows(rows: list[dict], logged: list[dict]) -> None:
+    assert len(rows) == len(logged)
     for row, numbers in zip(rows, logged):
         assert row.keys() == numbers.keys()
         for key, value in numbers.items():
             assert row[key] == (None if value is None else pytest.approx(value)), key
+
+
+def test_one_row_per_epoch_with_the_logged_numbers(tmp_path):
+    callback = TrainingHistory(tmp_path)
+    logged = run_epochs(callback, epochs=3)
+    assert_rows(json.loads((tmp_path / "history.json").read_text()), logged)
     with (tmp_path / "history.csv").open() as file:
         table = list(csv.DictReader(file))
     assert [float(r["train/loss_epoch"]) for r in table] == pytest.approx([2.0, 1.9, 1.8])
@@ -88,6 +107,47 @@ def test_history_survives_a_checkpoint_round_trip(tmp_path):
     resumed = TrainingHistory(tmp_path)
     resumed.load_state_dict(callback.state_dict())
     assert resumed.history() == callback.history()
+
+
+def test_a_run_resumed_from_an_epoch_end_checkpoint_has_every_epochs_numbers(tmp_path):
+    # last.ckpt is written at the epoch's end, after this callback's hook; the resumed process
+    # starts with nothing logged, so the finished epoch's training loss must be in the state.
+    first = TrainingHistory(tmp_path)
+    trainer = stand_in_trainer()
+    first.on_train_start(trainer, None)
+    logged = [run_epoch(first, trainer) for _ in range(2)]
+    resumed = TrainingHistory(tmp_path)
+    resumed.load_state_dict(first.state_dict())
+    trainer = stand_in_trainer(epoch=2, lr=0.0025)  # the restored scheduler's rate
+    resumed.on_train_start(trainer, None)
+    logged.append(run_epoch(resumed, trainer))
+    resumed.on_train_end(trainer, None)
+    assert_rows(resumed.history(), logged)
+
+
+@pytest.mark.parametrize("saved_at", ["mid-epoch", "last batch"])
+def test_an_epoch_lightning_does_not_start_again_still_gets_its_learning_rate(tmp_path,
+                                                                              saved_at):
+    first = TrainingHistory(tmp_path)
+    trainer = stand_in_trainer()
+    first.on_train_start(trainer, None)
+    logged = [run_epoch(first, trainer)]
+    first.on_train_epoch_start(trainer, None)  # epoch 1 starts; last.ckpt is written in it
+    resumed = TrainingHistory(tmp_path)
+    resumed.load_state_dict(first.state_dict())
+    if saved_at == "last batch":
+        # An older last.ckpt written at epoch 1's last batch: Lightning counts epoch 1 as done
+        # (it is not validated) and resumes in epoch 2, without its on_train_epoch_start.
+        trainer = stand_in_trainer(epoch=2, lr=0.0025)
+        logged.append({"epoch": 1, "lr": 0.005})
+    else:
+        trainer = stand_in_trainer(epoch=1, lr=0.005)
+    resumed.on_train_start(trainer, None)
+    logged.append(run_epoch(resumed, trainer, started=False))
+    resumed.on_train_end(trainer, None)
+    rows = resumed.history()
+    assert [row["lr"] for row in rows] == pytest.approx([row["lr"] for row in logged])
+    assert_rows(rows[-1:], logged[-1:])
 
 
 def test_plot_copes_with_no_rows(tmp_path):

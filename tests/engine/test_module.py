@@ -270,3 +270,26 @@ def test_validation_logs_iou_volume_similarity_and_hausdorff_as_simpleitk(monkey
     assert logged["val/volume_similarity_b"] == pytest.approx(1 - 3 / 51)
     assert logged["val/iou"] == pytest.approx((logged["val/iou_a"] + logged["val/iou_b"]) / 2)
     assert {k for k in logged if k.startswith("val/dice")} == set()
+
+
+def test_warmup_ramps_the_learning_rate_linearly_then_holds_it():
+    import pytorch_lightning as pl
+
+    class Recorder(pl.Callback):
+        def __init__(self):
+            self.rates = []
+
+        def on_train_batch_end(self, trainer, *args):
+            self.rates.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    module = _module(warmup_steps=4)
+    batch = {"image": torch.randn(1, 1, 8, 8, 8), "label": torch.randint(0, 3, (1, 8, 8, 8))}
+    recorder = Recorder()
+    trainer = pl.Trainer(max_steps=6, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[recorder], limit_val_batches=0)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader([batch] * 6, batch_size=None))
+    # lr 0.01 (ADAM): 1/4, 2/4, 3/4 of it, then the full rate from step 4 on.
+    assert recorder.rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    with pytest.raises(ValueError, match="module.warmup_steps"):
+        _module(warmup_steps=-1)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,8 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import FAST
+import volseg
+from tests.conftest import FAST, compose_config
 from volseg.resolvers import find_last_checkpoint, resolve_ckpt_path, resume_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +55,8 @@ def _plain(state: dict) -> dict:
             for k, v in state.items() if isinstance(v, (int, float, str, torch.Tensor))}
 
 
-def _train_cli(tmp_path: Path, data_dir: Path, record: Path, *overrides: str) -> None:
+def _train_cli(tmp_path: Path, data_dir: Path, record: Path, *overrides: str) -> str:
+    """Run train.py; returns what it printed."""
     command = [
         sys.executable, str(REPO / "train.py"), *FAST, "test=false",
         "module.surface_metrics=false", f"paths.root_dir={tmp_path}",
@@ -65,6 +69,18 @@ def _train_cli(tmp_path: Path, data_dir: Path, record: Path, *overrides: str) ->
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def _complete_history(run: Path, epochs: int, monitor: str) -> list[dict]:
+    """``run``'s history.csv, checked to have one row per epoch with every number filled."""
+    with (run / "history.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [int(row["epoch"]) for row in rows] == list(range(epochs))
+    for row in rows:
+        for key in ("lr", "train/loss_epoch", "val/loss", "val/dice", monitor):
+            assert row[key] != "", f"epoch {row['epoch']}: no {key}"
+    return rows
 
 
 @pytest.mark.slow
@@ -77,8 +93,8 @@ def test_last_resumes_in_the_same_folder_with_optimizer_scheduler_and_early_stop
     saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu",
                        weights_only=False)
 
-    _train_cli(tmp_path, shared_data_dir, tmp_path / "second.json", "trainer.max_epochs=3",
-               "ckpt_path=last")
+    printed = _train_cli(tmp_path, shared_data_dir, tmp_path / "second.json",
+                         "trainer.max_epochs=3", "ckpt_path=last")
     assert list(runs_dir.iterdir()) == [run]  # no second folder
     assert json.loads((tmp_path / "first.json").read_text())["epochs"] == [0, 1]
     second = json.loads((tmp_path / "second.json").read_text())
@@ -95,6 +111,37 @@ def test_last_resumes_in_the_same_folder_with_optimizer_scheduler_and_early_stop
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["epochs"] == 3
     assert metrics["best_model_path"].startswith(str(run / "checkpoints"))
+    # Resumed from the epoch-end last.ckpt of epoch 1: its training loss is in the history too.
+    monitor = compose_config("train", tmp_path).callbacks.model_checkpoint.monitor
+    _complete_history(run, 3, monitor)
+    assert "dirpath has changed" not in printed
+
+    # The same run resumed from a copy of its last.ckpt kept elsewhere: a new run folder, whose
+    # best-checkpoint callback restores a state saved with another dirpath. The copy's weights
+    # are zeroed, so the new epoch scores lowest: the best is an epoch before the resume.
+    elsewhere = tmp_path / "elsewhere" / "last.ckpt"
+    elsewhere.parent.mkdir()
+    saved = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    saved["state_dict"] = {k: torch.zeros_like(v) for k, v in saved["state_dict"].items()}
+    torch.save(saved, elsewhere)
+    cfg = compose_config("train", tmp_path / "new", [
+        *FAST, "test=false", "module.surface_metrics=false", "trainer.max_epochs=4",
+        f"ckpt_path={elsewhere}"], data_dir=shared_data_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = volseg.train(cfg)
+    assert not [w for w in caught if "dirpath has changed" in str(w.message)]
+    new_run = Path(cfg.paths.output_dir)
+    scores = [float(row[monitor]) for row in _complete_history(new_run, 4, monitor)]
+    best = new_run / "checkpoints" / f"epoch_{scores.index(max(scores)):03d}.ckpt"
+    assert scores.index(max(scores)) < 3
+    assert Path(metrics["best_model_path"]) == best.resolve()
+    assert sorted(p.name for p in best.parent.iterdir()) == sorted([best.name, "last.ckpt"])
+    assert (run / "checkpoints" / best.name).is_file()  # copied, the old run's own stays
+    final = torch.load(new_run / "checkpoints" / "last.ckpt", map_location="cpu",
+                       weights_only=True)
+    (record,) = [v for k, v in final["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert float(record["best_model_score"]) == pytest.approx(max(scores))
 
 
 def _fake_run(runs_dir: Path, name: str, mtime: float) -> Path:
@@ -135,8 +182,6 @@ def test_a_missing_checkpoint_is_one_error_naming_ckpt_path(tmp_path, ckpt_path)
 
 
 def test_the_hydra_run_dir_follows_ckpt_path(tmp_path):
-    from tests.conftest import compose_config
-
     checkpoint = _fake_run(tmp_path / "outputs" / "train" / "runs", "a", mtime=1000)
     cfg = compose_config("train", tmp_path, ["ckpt_path=last"])
     assert OmegaConf.select(cfg, "hydra.run.dir") == str(checkpoint.parent.parent)

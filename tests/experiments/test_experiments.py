@@ -35,9 +35,11 @@ SMALL = [
 ]
 
 
-def patch(edge: int) -> list[str]:
-    return [f"data.patch_size=[{edge},{edge},{edge}]",
-            f"module.inference.tile_size=[{edge},{edge},{edge}]"]
+def patch(edge: int, x: int | None = None) -> list[str]:
+    """A cubic patch and tile of ``edge`` voxels, ``x`` along the first axis if given (a
+    ResNet under instance norm needs more than one voxel left at its deepest level)."""
+    size = f"[{x or edge},{edge},{edge}]"
+    return [f"data.patch_size={size}", f"module.inference.tile_size={size}"]
 
 
 def paper_config(tmp_path: Path, name: str) -> DictConfig:
@@ -58,9 +60,10 @@ def per_class(cfg: DictConfig, stage: str) -> set[str]:
     return {f"{stage}/dice_{c}" for c in cfg.data.class_names[1:]}
 
 
-def test_unet3d_sparse(tmp_path):
+def test_unet3d_sparse(tmp_path, caplog):
     paper = paper_config(tmp_path, "unet3d_sparse")
     assert paper.model._target_ == "volseg.models.UNet3D" and paper.model.features == 32
+    assert paper.model.norm == "batch"  # the paper's BN, where the framework default is instance
     assert paper.loss._target_ == "volseg.losses.SparseWeightedCrossEntropyLoss"
     assert paper.loss.ignore_index == paper.data.ignore_index == 255
     assert paper.data.augment.elastic_prob == 1.0
@@ -78,6 +81,9 @@ def test_unet3d_sparse(tmp_path):
                        *patch(16))
     assert per_class(cfg, "test") | {"test/dice"} <= metrics.keys()
     assert "test/hd95" not in metrics  # surfaces of sparse labels are unknown
+    # BN at 2 patches per device: the run says so once, naming the override.
+    warnings = [r.getMessage() for r in caplog.records if "BatchNorm" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith("set model.norm=instance")
 
 
 def test_res2unet3d_luna16(tmp_path):
@@ -107,7 +113,7 @@ def test_resnet18_unet_kits23(tmp_path):
         test_kits23.write_case(tmp_path / "data" / "kits23" / "dataset" / f"case_{i:05d}")
     # A ResNet's stem and pool need multiples of 32; its widths shrink, its depth stays 18.
     cfg, metrics = run(tmp_path, "resnet18_unet_kits23", "model.features=4",
-                       "data.spacing=null", *patch(32))
+                       "data.spacing=null", *patch(32, x=64))
     assert per_class(cfg, "val") <= metrics.keys() and "val/dice_cyst" not in metrics
     # The write-up's metrics, each per class, as a mean over classes and per KiTS23 region.
     names = ("dice", "iou", "volume_similarity", "hausdorff")
@@ -159,7 +165,7 @@ def test_resnet50_5class_writes_predictions_and_reports(tmp_path):
     root = tmp_path / "data" / "nifti_folder"
     for i in range(7):  # 70/15/15 of seven volumes: 5/1/1
         test_nifti_folder.write_pair(root, f"volume{i}")
-    cfg, metrics = run(tmp_path, "resnet50_5class", "model.features=4", *patch(16))
+    cfg, metrics = run(tmp_path, "resnet50_5class", "model.features=4", *patch(16, x=32))
     assert per_class(cfg, "test") <= metrics.keys()
     written = sorted((Path(cfg.paths.output_dir) / "predictions").glob("*.nii.gz"))
     split = json.loads((root / "splits.json").read_text())

@@ -2,7 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from volseg.models.blocks import ACTS, NORMS, ConvNormAct, group_count, make_act, make_norm
+from volseg.models.blocks import (
+    ACTS,
+    NORMS,
+    ConvNormAct,
+    DeepSupervisionHeads,
+    group_count,
+    make_act,
+    make_norm,
+)
 
 
 @pytest.mark.parametrize(
@@ -101,3 +109,18 @@ def test_factories_reject_unknown_names():
         make_act("swish")
     assert set(NORMS) == {"batch", "instance", "group", "none"}
     assert {"relu", "leaky_relu", "prelu", "gelu"} <= set(ACTS)
+
+
+def test_deep_supervision_heads_read_every_decoder_level_below_full_resolution():
+    heads = DeepSupervisionHeads([4, 8, 16], out_channels=3)
+    assert [h.in_channels for h in heads.heads] == [8, 16]  # level 0 is the network's head
+    assert all(h.kernel_size == (1, 1, 1) and h.bias is not None for h in heads.heads)
+    logits = torch.randn(1, 3, 8, 8, 8)
+    decoded = [torch.randn(1, c, s, s, s) for c, s in ((4, 8), (8, 4), (16, 2))]
+    outs = heads(logits, decoded)
+    assert outs[0] is logits and [o.shape[2] for o in outs] == [8, 4, 2]
+    assert DeepSupervisionHeads([4], 3)(logits, decoded[:1]) == [logits]
+    with pytest.raises(ValueError, match="expected the outputs of 3 decoder levels, got 2"):
+        heads(logits, decoded[:2])
+    with pytest.raises(ValueError, match="decoder_channels"):
+        DeepSupervisionHeads([], 3)

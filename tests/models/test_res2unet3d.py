@@ -5,6 +5,7 @@ from torch import nn
 
 from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
+from tests.models.deep_supervision import check_deep_supervision
 from volseg.models.blocks import Res2NetBlock3d
 from volseg.models.res2unet3d import Res2UNet3D
 
@@ -53,7 +54,7 @@ def test_backward_reaches_every_parameter(norm, act):
 
 def test_train_and_eval_modes():
     torch.manual_seed(0)
-    model = Res2UNet3D(1, 2, features=4, num_levels=2, scale=2, dropout=0.5)
+    model = Res2UNet3D(1, 2, features=4, num_levels=2, scale=2, dropout=0.5, norm="batch")
     x = torch.randn(2, 1, 4, 6, 8)
     bn = model.encoders[0][0].reduce[1]
     before = bn.running_mean.clone()
@@ -113,6 +114,7 @@ def test_default_parameter_count_by_hand():
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"in_channels": 0}, r"in_channels must be >= 1"),
         ({"out_channels": 0}, r"out_channels must be >= 1"),
+        ({"deep_supervision": "yes"}, r"deep_supervision must be True or False"),
     ],
 )
 def test_argument_validation(kwargs, match):
@@ -132,3 +134,16 @@ def test_hydra_config_instantiates_with_constructor_defaults():
     model = instantiate({**node, "features": 4, "num_levels": 2, "scale": 2})
     assert isinstance(model, Res2UNet3D)
     assert model(torch.zeros(1, 2, 4, 4, 4)).shape == (1, 4, 4, 4, 4)
+
+
+def test_deep_supervision_one_output_per_decoder_level():
+    # Widths 4-8-16-32: outputs at full, 1/2 (8 channels) and 1/4 (16 channels) resolution on
+    # a non-cubic input; the two extra heads are 1x1x1 convs to 3 classes with bias.
+    check_deep_supervision(
+        lambda ds: Res2UNet3D(
+            1, 3, features=4, num_levels=4, scale=2, se_reduction=2, deep_supervision=ds
+        ),
+        torch.randn(1, 1, 8, 8, 16),
+        num_outputs=3,
+        head_params=(8 * 3 + 3) + (16 * 3 + 3),
+    )

@@ -6,6 +6,7 @@ from torch import nn
 
 from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
+from tests.models.deep_supervision import check_deep_supervision
 from volseg.models.resnet_seg import ResNetSeg
 
 CONFIG = CONF_DIR / "model" / "resnet_seg.yaml"
@@ -69,7 +70,7 @@ def test_backward_reaches_every_parameter(norm, act, depth):
 
 def test_train_and_eval_modes():
     torch.manual_seed(0)
-    model = ResNetSeg(2, 5, features=4, dropout=0.3)
+    model = ResNetSeg(2, 5, features=4, dropout=0.3, norm="batch")
     bn = next(m for m in model.decoder.modules() if isinstance(m, nn.BatchNorm3d))
     x = torch.randn(3, 2, 16, 16, 32)
 
@@ -138,6 +139,7 @@ def test_parameter_count_full_width():
         ({"in_channels": 0}, "in_channels"),
         ({"out_channels": 0}, "out_channels"),
         ({"stem_kernel": 2}, "stem_kernel"),
+        ({"deep_supervision": None}, "deep_supervision must be True or False"),
     ],
 )
 def test_argument_validation(kwargs, match):
@@ -149,4 +151,16 @@ def test_hydra_config_instantiates_with_constructor_defaults():
     node = resolved_config_with_defaults(CONFIG, ResNetSeg, 2, 5)
     model = instantiate({**node, "features": 2})
     assert isinstance(model, ResNetSeg)
-    assert model(torch.zeros(2, 2, 16, 16, 16)).shape == (2, 5, 16, 16, 16)
+    assert model(torch.zeros(2, 2, 16, 16, 32)).shape == (2, 5, 16, 16, 32)
+
+
+def test_deep_supervision_one_output_per_decoder_block():
+    # features 2: the decoder blocks give 16, 8, 4 and 2 channels at 1/8, 1/4, 1/2 and full
+    # resolution; extra heads on the three below full resolution, to 5 classes with bias.
+    # Dropout makes a decoder block 4 layers instead of 3, which the heads must follow.
+    check_deep_supervision(
+        lambda ds: ResNetSeg(2, 5, features=2, dropout=0.2, deep_supervision=ds),
+        torch.randn(1, 2, 16, 16, 32),
+        num_outputs=4,
+        head_params=(4 * 5 + 5) + (8 * 5 + 5) + (16 * 5 + 5),
+    )

@@ -6,6 +6,7 @@ from torch import nn
 
 from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
+from tests.models.deep_supervision import check_deep_supervision
 from volseg.models.resunet import ResUNet
 
 CONFIG = CONF_DIR / "model" / "resunet.yaml"
@@ -83,7 +84,7 @@ def test_backward_reaches_every_parameter(norm, act, depth):
 
 def test_train_and_eval_modes():
     torch.manual_seed(0)
-    model = ResUNet(1, 2, features=4, dropout=0.3, stem_pool=False)
+    model = ResUNet(1, 2, features=4, dropout=0.3, stem_pool=False, norm="batch")
     bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm3d))
     x = torch.randn(3, 1, 16, 16, 32)
 
@@ -153,6 +154,7 @@ def test_parameter_count_full_width_resnet18():
         ({"out_channels": 0}, "out_channels"),
         ({"stem_stride": 4}, "stem_stride must be one of"),
         ({"stem_kernel": 6}, "stem_kernel"),
+        ({"deep_supervision": 0}, "deep_supervision must be True or False"),
     ],
 )
 def test_argument_validation(kwargs, match):
@@ -164,4 +166,19 @@ def test_hydra_config_instantiates_with_constructor_defaults():
     node = resolved_config_with_defaults(CONFIG, ResUNet, 1, 3)
     model = instantiate({**node, "features": 2})
     assert isinstance(model, ResUNet)
-    assert model(torch.zeros(2, 1, 32, 32, 32)).shape == (2, 3, 32, 32, 32)
+    assert model(torch.zeros(2, 1, 64, 32, 32)).shape == (2, 3, 64, 32, 32)
+    # 32 cubed is one voxel at the bottom: instance norm there would silently give the bias.
+    with pytest.raises(ValueError, match="at least 64 voxels along one axis"):
+        model(torch.zeros(2, 1, 32, 32, 32))
+
+
+def test_deep_supervision_one_output_per_decoder_step():
+    # ResNet-18, features 4: decoder steps at 1/16 (16 channels, stage-3 skip), 1/8 (8), 1/4
+    # (4), 1/2 (4, the stem's skip) and full resolution (features // 2 = 2), so 5 outputs
+    # down to 1/16; extra heads on the four steps below full resolution, to 3 classes.
+    check_deep_supervision(
+        lambda ds: ResUNet(1, 3, features=4, deep_supervision=ds),
+        torch.randn(1, 1, 32, 32, 64),
+        num_outputs=5,
+        head_params=(4 * 3 + 3) + (4 * 3 + 3) + (8 * 3 + 3) + (16 * 3 + 3),
+    )

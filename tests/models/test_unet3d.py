@@ -5,6 +5,7 @@ from torch import nn
 
 from tests.conftest import CONF_DIR
 from tests.models.config_defaults import resolved_config_with_defaults
+from tests.models.deep_supervision import check_deep_supervision
 from volseg.models import UNet3D
 
 CONFIG = CONF_DIR / "model" / "unet3d.yaml"
@@ -208,6 +209,8 @@ def test_valid_output_shape_errors(shape, match):
         ({"padding": "reflect"}, r"padding must be one of \('same', 'valid'\)"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"dropout": -0.5}, r"dropout must be in \[0, 1\)"),
+        ({"deep_supervision": 1}, r"deep_supervision must be True or False, got 1"),
+        ({"deep_supervision": True, "padding": "valid"}, r"deep_supervision=True needs padding"),
     ],
 )
 def test_argument_validation(kwargs, match):
@@ -221,3 +224,15 @@ def test_hydra_config_instantiates_with_constructor_defaults():
     model = instantiate({**node, "features": 2, "num_levels": 2})
     assert isinstance(model, UNet3D)
     assert model(torch.zeros(1, 2, 4, 4, 4)).shape == (1, 4, 4, 4, 4)
+
+
+def test_deep_supervision_one_output_per_synthesis_level():
+    # Four levels: full, 1/2 and 1/4 resolution outputs on a non-cubic input (pooling is
+    # isotropic, so every axis halves). Extra heads on the 1/2 and 1/4 levels, whose outputs
+    # have 2c = 8 and 16 channels: 1x1x1 convs to 3 classes with bias.
+    check_deep_supervision(
+        lambda ds: UNet3D(1, 3, features=2, num_levels=4, deep_supervision=ds),
+        torch.randn(1, 1, 8, 16, 24),
+        num_outputs=3,
+        head_params=(8 * 3 + 3) + (16 * 3 + 3),
+    )

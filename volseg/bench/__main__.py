@@ -1,7 +1,8 @@
 """``volseg bench <subcommand> ...``: one subcommand per benchmark module.
 
 A benchmark module exposes ``add_arguments(parser)`` and ``run(args) -> int``; adding one
-(``augment``, ``infer``, ``predict``, ``metrics``, ``data``) is one more entry in `SUBCOMMANDS`.
+(``augment``, ``infer``, ``predict``, ``metrics``, ``data``, ``recipes``) is one more entry in
+`SUBCOMMANDS`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ SUBCOMMANDS = {
                                         "512x512x400): wall time and peak memory"),
     "data": ("volseg.bench.data", "cache build time (in-process vs worker processes) and "
                                   "training RSS for growing dataset sizes"),
+    "recipes": ("volseg.bench.recipes", "training recipes on both built-in phantoms: test "
+                                        "Dice, validation-curve stability, wall time"),
 }
 
 

@@ -126,6 +126,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.sampler = PatchSampler(patch_size, foreground_fraction, augmentation=augmentation,
                                     label_fill=label_fill)
         self.batch_size = batch_size
+        self.patch_size = tuple(int(p) for p in patch_size)
         self.num_workers = num_workers
         self.samples_per_epoch = samples_per_epoch
         self.split_settings = dict(split)

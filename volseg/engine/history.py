@@ -27,10 +27,12 @@ from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG, metric_value
 class TrainingHistory(pl.Callback):
     """Collect the per-epoch metrics while fitting; write them and their curves at the end.
 
-    The training loss of an epoch is only final after the epoch's hooks have run, so it is
-    read when the next epoch starts (or training ends); validation metrics are read when the
-    validation round ends. The rows are part of the callback's checkpoint state, so a resumed
-    run's history starts at epoch 0, not at the resume.
+    The training metrics of an epoch are read when it ends, before the checkpoint callbacks
+    write ``last.ckpt``, and again when the next epoch starts or training ends (for what the
+    module logs in its own epoch-end hook); validation metrics when the validation round ends.
+    The rows are part of the callback's checkpoint state, so a resumed run's history starts at
+    epoch 0, not at the resume, with one complete row per epoch: the resumed process has none
+    of the stopped one's logged metrics, so the checkpoint's rows must already hold them.
 
     Args:
         dirpath: folder for ``history.json``, ``history.csv`` and ``training_history.png``.
@@ -51,13 +53,30 @@ class TrainingHistory(pl.Callback):
                     and f"{name}_epoch" not in metrics):
                 row[name] = metric_value(value)
 
+    def _record_lr(self, trainer: pl.Trainer) -> None:
+        if trainer.optimizers:
+            row = self.rows.setdefault(trainer.current_epoch, {})
+            row["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning does not call on_train_epoch_start for an epoch it restarts mid-way (the
+        # restored row has its learning rate) nor for the epoch after a checkpoint written at
+        # an epoch's last batch (an older last.ckpt, see LastCheckpoint): that row needs one.
+        if "lr" not in self.rows.get(trainer.current_epoch, {}):
+            self._record_lr(trainer)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
         if epoch > 0:
             self._record(epoch - 1, {k: v for k, v in trainer.callback_metrics.items()
                                      if k.startswith("train/")})
-        if trainer.optimizers:
-            self.rows.setdefault(epoch, {})["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self._record_lr(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # callback_metrics already holds the epoch's means here (Lightning computes them when
+        # read), and last.ckpt is written after this hook: a run resumed from it keeps them.
+        self._record(trainer.current_epoch, {k: v for k, v in trainer.callback_metrics.items()
+                                             if k.startswith("train/")})
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:

@@ -17,6 +17,10 @@ class LastCheckpoint(ModelCheckpoint):
 
     - every ``every_n_train_steps`` optimizer steps, also mid-epoch, so that a killed run
       resumes (``ckpt_path=last``) from its last saved step, not from the start of the epoch;
+      but not at an epoch's last batch, whose state the epoch-end save writes after the
+      validation round: Lightning counts an epoch whose last batch is in the checkpoint as
+      done, so a run killed during that validation and resumed from it would never validate
+      the epoch (no metrics in its history, no chance at the best checkpoint);
     - at the end of every training epoch, even when that step was just saved: the epoch's
       validation has run since (early stopping, the best checkpoint, the loop state moved on);
     - when fit ends, if its last step was not saved yet.
@@ -52,6 +56,20 @@ class LastCheckpoint(ModelCheckpoint):
         if any(isinstance(c, ModelCheckpoint) for c in later):
             rank_zero_warn("LastCheckpoint comes before another ModelCheckpoint: last.ckpt will "
                            "miss that callback's epoch-end update; list LastCheckpoint last")
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        # Its record is where last.ckpt was. From another folder (a run resumed into a new
+        # one) there is nothing to carry over, and ModelCheckpoint would warn that the
+        # dirpath changed.
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.is_last_batch or batch_idx + 1 >= trainer.num_training_batches:
+            return  # saved at the epoch's end, after its validation
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save_last(trainer)

@@ -14,6 +14,7 @@ from torch import nn
 
 from volseg.data.preprocess import Preprocessor
 from volseg.inference import sliding_window_inference
+from volseg.inference.norm_checks import batch_norm_warning, tile_warning
 from volseg.metrics import (
     AverageSurfaceDistanceMetric,
     DiceMetric,
@@ -127,6 +128,9 @@ class SegmentationModule(pl.LightningModule):
             with a `FloatingPointError` naming the step and batch; ``"skip"`` logs a warning,
             skips that batch's optimizer step and counts it in ``skipped_batches``
             (logged as ``train/skipped_batches``).
+        warmup_steps: optimizer steps over which the learning rate rises linearly from
+            ``lr / warmup_steps`` to the optimizer's ``lr`` (Goyal et al. 2017), whatever the
+            scheduler; 0 starts at ``lr``.
     """
 
     def __init__(
@@ -147,6 +151,7 @@ class SegmentationModule(pl.LightningModule):
         regions: Mapping[str, Sequence[int]] | None = None,
         ignore_index: int | None = None,
         nonfinite_loss: Literal["raise", "skip"] = "raise",
+        warmup_steps: int = 0,
     ) -> None:
         super().__init__()
         if nonfinite_loss not in NONFINITE_LOSS:
@@ -159,6 +164,10 @@ class SegmentationModule(pl.LightningModule):
             check_targets(config, where=name)
         self.save_hyperparameters()
         self.nonfinite_loss = nonfinite_loss
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) \
+                or warmup_steps < 0:
+            raise ValueError(f"module.warmup_steps must be an integer >= 0, got {warmup_steps!r}")
+        self.warmup_steps = warmup_steps
         self.skipped_batches = 0
         self.net: nn.Module = instantiate_trusted(net)
         self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -357,6 +366,17 @@ class SegmentationModule(pl.LightningModule):
                          prog_bar=stage == "val" and name == "dice")
             metric.reset()
 
+    def on_fit_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        warnings = (
+            batch_norm_warning(self.net, getattr(datamodule, "batch_size", None)),
+            tile_warning(self.net, self.inference.get("tile_size"),
+                         getattr(datamodule, "patch_size", None), "module.inference.tile_size"),
+        )
+        for warning in filter(None, warnings):
+            if self.trainer.is_global_zero:
+                log.warning(warning)
+
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")
 
@@ -364,6 +384,19 @@ class SegmentationModule(pl.LightningModule):
         self._log_metrics(self.test_metrics, "test")
 
     # --- optimisation -------------------------------------------------------------------------
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any,
+                       optimizer_closure: Callable | None = None) -> None:
+        """Lightning's step, after scaling the learning rate during the warm-up."""
+        step = self.trainer.global_step
+        if self.warmup_steps and step <= self.warmup_steps:
+            for group in optimizer.param_groups:
+                # The target rate rides in the param group, so it is in the optimizer's
+                # checkpoint state and a run resumed mid-warm-up ramps to the same value.
+                # During the warm-up the ramp sets the rate, over any scheduler's change.
+                target = group.setdefault("warmup_lr", group["lr"])
+                group["lr"] = target * min(1.0, (step + 1) / self.warmup_steps)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate_trusted(self.hparams.optimizer)(params=self.parameters())

@@ -32,6 +32,7 @@ from volseg.inference.inputs import (  # noqa: F401 - re-exported: predict's pub
     read_case,
     volume_stem,
 )
+from volseg.inference.norm_checks import tile_warning
 from volseg.inference.postprocess import CONNECTIVITIES, keep_largest_component
 from volseg.io import Volume, write_volume
 from volseg.safe_names import output_path
@@ -226,6 +227,10 @@ class Predictor:
         overrides = {"tile_size": tile_size, "overlap": overlap, "batch_size": batch_size}
         for m in self.modules:
             m.eval().to(device)
+            # The tile the checkpoint validated with is the reference for per-input norms.
+            warning = tile_warning(m.net, tile_size, m.inference.get("tile_size"), "tile_size")
+            if warning:
+                log.warning(warning)
             m.inference.update({k: v for k, v in overrides.items() if v is not None})
         self.module = self.modules[0]
         self.in_channels = self.module.hparams.net.get("in_channels")

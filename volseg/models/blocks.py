@@ -6,6 +6,8 @@ activation name means the same thing in UNet3D as in the residual networks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -35,6 +37,13 @@ def check_network_args(
     _check_choice("act", act, ACTS)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def check_deep_supervision(deep_supervision: bool) -> None:
+    """Raise ValueError unless ``deep_supervision`` is a bool (a YAML ``1`` or ``"true"`` is
+    refused rather than read as truthy)."""
+    if not isinstance(deep_supervision, bool):
+        raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
 
 
 def group_count(channels: int, max_groups: int = _MAX_GROUPS) -> int:
@@ -337,3 +346,58 @@ class Res2NetBlock3d(nn.Module):
             ys.append(conv(xs[i] if i == 1 else xs[i] + ys[-1]))
         out = self.se(self.fuse(torch.cat(ys, dim=1)))
         return self.act(out + self.shortcut(x))
+
+
+class DeepSupervisionHeads(nn.Module):
+    """Auxiliary 1x1x1 segmentation heads for deep supervision as nnU-Net builds them (Isensee
+    et al. 2021, Nature Methods 18:203, Methods, "Fixed parameters"; nnU-Net v2's
+    ``PlainConvUNet`` decoder).
+
+    A U-Net's decoder has one level per resolution except the bottom one, and the network's own
+    head reads level 0 (full resolution). This module adds one 1x1x1 convolution with bias,
+    ``decoder_channels[i] -> out_channels``, on every other decoder level ``i >= 1``, so a
+    network returns one logit map per decoder level, highest resolution first. The paper
+    supervises "all but the two lowest resolutions": nnU-Net v2 still builds the lowest decoder
+    level's head and gives its loss weight 0, which ``volseg.losses.DeepSupervisionLoss``
+    reproduces with ``weights`` ending in 0. A network builds this module only when deep
+    supervision is on, so switching it off leaves the parameters as they were.
+
+    Args:
+        decoder_channels: output channels of every decoder level, full resolution first.
+        out_channels: number of classes (logit channels).
+    """
+
+    def __init__(self, decoder_channels: Sequence[int], out_channels: int) -> None:
+        super().__init__()
+        if len(decoder_channels) < 1 or min(decoder_channels) < 1:
+            raise ValueError(
+                "decoder_channels must list >= 1 positive channel counts, full resolution "
+                f"first, got {list(decoder_channels)}"
+            )
+        if out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1, got {out_channels}")
+        self.num_levels = len(decoder_channels)
+        self.heads = nn.ModuleList(
+            nn.Conv3d(c, out_channels, kernel_size=1) for c in decoder_channels[1:]
+        )
+
+    def forward(self, logits: torch.Tensor, decoded: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``[logits, head_1(decoded[1]), ...]``, highest resolution first, for the network's
+        full-resolution ``logits`` and the output of every decoder level, full resolution
+        first (``decoded[0]`` is the one ``logits`` came from, and is not read)."""
+        if len(decoded) != self.num_levels:
+            raise ValueError(
+                f"expected the outputs of {self.num_levels} decoder levels, got {len(decoded)}"
+            )
+        return [logits, *(head(x) for head, x in zip(self.heads, decoded[1:], strict=True))]
+
+
+def supervised_logits(
+    head: nn.Module, aux_heads: DeepSupervisionHeads | None, x: torch.Tensor,
+    decoded: Sequence[torch.Tensor],
+) -> torch.Tensor | list[torch.Tensor]:
+    """A U-Net's output from its last decoder level ``x``: ``head(x)``, or, given ``aux_heads``
+    (deep supervision, training), every level's logits from ``decoded``, the decoder levels'
+    outputs collected coarsest first as the decoder runs."""
+    logits = head(x)
+    return logits if aux_heads is None else aux_heads(logits, decoded[::-1])

@@ -8,7 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from volseg.models.blocks import Res2NetBlock3d, check_network_args
+from volseg.models.blocks import (
+    DeepSupervisionHeads,
+    Res2NetBlock3d,
+    check_deep_supervision,
+    check_network_args,
+    supervised_logits,
+)
 
 
 class Res2UNet3D(nn.Module):
@@ -45,9 +51,18 @@ class Res2UNet3D(nn.Module):
     :attr:`divisor`; ``norm``, ``act`` and ``dropout`` (Dropout3d after every block, default
     off, absent from the paper) are configurable.
 
+    Deep supervision (default off, absent from the paper) follows nnU-Net (Isensee et al.
+    2021; see ``blocks.DeepSupervisionHeads``): ``deep_supervision=True`` adds a 1x1x1 head on
+    each decoder level below full resolution, and in training mode the network returns
+    ``num_levels - 1`` logit maps, highest resolution first, each half the size of the one
+    before (for ``volseg.losses.DeepSupervisionLoss``); in eval mode it returns the one
+    full-resolution tensor, identical to the output without deep supervision for the same
+    weights. The heads add ``c * out_channels + out_channels`` parameters per level of width
+    ``c``: with the defaults and ``out_channels=2``, 130 + 258 + 514 = 902.
+
     Parameter count, ``in_channels=1, out_channels=2`` and the defaults: 4,801,310 with
-    ``norm="batch"`` (4,795,790 with ``norm="none"``, where the convolutions keep their
-    biases). The material available to us gives no parameter count to compare with.
+    ``norm="instance"`` or ``"batch"`` (4,795,790 with ``norm="none"``, where the convolutions
+    keep their biases). The material available to us gives no parameter count to compare with.
 
     Args:
         in_channels: image channels (modalities).
@@ -60,6 +75,8 @@ class Res2UNet3D(nn.Module):
         norm: "batch", "instance", "group" or "none" (see ``blocks.make_norm``).
         act: "relu", "leaky_relu", "prelu", "gelu" or "none" (see ``blocks.make_act``).
         dropout: Dropout3d probability after each block, in [0, 1).
+        deep_supervision: in training mode, return the list of per-level logits described
+            above.
     """
 
     def __init__(
@@ -70,9 +87,10 @@ class Res2UNet3D(nn.Module):
         num_levels: int = 5,
         scale: int = 4,
         se_reduction: int = 16,
-        norm: str = "batch",
+        norm: str = "instance",
         act: str = "relu",
         dropout: float = 0.0,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         if scale < 2:
@@ -87,10 +105,12 @@ class Res2UNet3D(nn.Module):
             raise ValueError(f"num_levels must be >= 2 (one pooling at least), got {num_levels}")
         if se_reduction < 0:
             raise ValueError(f"se_reduction must be >= 0 (0 disables SE), got {se_reduction}")
+        check_deep_supervision(deep_supervision)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_levels = num_levels
+        self.deep_supervision = deep_supervision
 
         def block(cin: int, cout: int) -> nn.Sequential:
             layers: list[nn.Module] = [
@@ -121,6 +141,10 @@ class Res2UNet3D(nn.Module):
             block(2 * widths[level], widths[level]) for level in range(num_levels - 1)
         )
         self.head = nn.Conv3d(widths[0], out_channels, kernel_size=1)
+        # Built only when used, so deep_supervision=False keeps the parameters as they were.
+        self.aux_heads = (
+            DeepSupervisionHeads(widths[:-1], out_channels) if deep_supervision else None
+        )
 
     @property
     def divisor(self) -> int:
@@ -136,8 +160,10 @@ class Res2UNet3D(nn.Module):
                 f"(2**(num_levels-1)), got {shape}"
             )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, out_channels, X, Y, Z) for images (N, in_channels, X, Y, Z)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits (N, out_channels, X, Y, Z) for images (N, in_channels, X, Y, Z); a list,
+        highest resolution first, only when ``deep_supervision`` is on and the module is
+        training (see the class docstring)."""
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected input (N, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}"
@@ -150,6 +176,10 @@ class Res2UNet3D(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.encoders[-1](x)
+        supervise = self.aux_heads is not None and self.training
+        decoded = []  # every decoder level's output, coarsest first, for deep supervision
         for level in reversed(range(self.num_levels - 1)):
             x = self.decoders[level](torch.cat([skips[level], self.ups[level](x)], dim=1))
-        return self.head(x)
+            if supervise:
+                decoded.append(x)
+        return supervised_logits(self.head, self.aux_heads if supervise else None, x, decoded)

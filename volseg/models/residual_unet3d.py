@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from volseg.models.blocks import ConvNormAct, check_network_args, make_act, make_norm
+from volseg.models.blocks import (
+    ConvNormAct,
+    check_deep_supervision,
+    check_network_args,
+    make_act,
+    make_norm,
+)
 
 # Fig. 1 has segmentation layers at the three highest-resolution decoder levels.
 _SEG_LEVELS = 3
@@ -138,8 +144,7 @@ class ResidualUNet3D(nn.Module):
             raise ValueError(
                 f"num_levels must be >= 2 (one downsampling at least), got {num_levels}"
             )
-        if not isinstance(deep_supervision, bool):
-            raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
+        check_deep_supervision(deep_supervision)
 
         self.in_channels = in_channels
         self.out_channels = out_channels

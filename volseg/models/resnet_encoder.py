@@ -57,7 +57,7 @@ class ResNetEncoder3d(nn.Module):
         in_channels: int,
         depth: int = 18,
         width: int = 64,
-        norm: str = "batch",
+        norm: str = "instance",
         act: str = "relu",
         stem_kernel: int = 7,
         stem_stride: int = 2,
@@ -72,6 +72,7 @@ class ResNetEncoder3d(nn.Module):
             raise ValueError(f"width must be >= 1, got {width}")
         _check_choice("norm", norm, NORMS)
         _check_choice("act", act, ACTS)
+        self.norm = norm
         if stem_kernel < 1 or stem_kernel % 2 == 0:
             raise ValueError(f"stem_kernel must be an odd number >= 1, got {stem_kernel}")
         if stem_stride not in (1, 2):
@@ -123,9 +124,10 @@ class ResNetEncoder3d(nn.Module):
         return features
 
 
-def check_input(x: torch.Tensor, in_channels: int, divisor: int) -> None:
+def check_input(x: torch.Tensor, in_channels: int, divisor: int, norm: str = "none") -> None:
     """Raise ValueError unless ``x`` is (N, in_channels, X, Y, Z) with sizes divisible by
-    ``divisor`` (the network's total downsampling, in voxels)."""
+    ``divisor`` (the network's total downsampling, in voxels) and, under instance norm, more
+    than one voxel left at the deepest level (a single voxel normalises to its bias alone)."""
     if x.ndim != 5 or x.shape[1] != in_channels:
         raise ValueError(f"expected input (N, {in_channels}, X, Y, Z), got {tuple(x.shape)}")
     spatial = tuple(x.shape[2:])
@@ -133,4 +135,10 @@ def check_input(x: torch.Tensor, in_channels: int, divisor: int) -> None:
         raise ValueError(
             f"every spatial size must be a positive multiple of divisor={divisor} (the "
             f"network's total downsampling), got {spatial}"
+        )
+    if norm == "instance" and all(s == divisor for s in spatial):
+        raise ValueError(
+            f"a {'x'.join(map(str, spatial))} input is one voxel at the deepest level, where "
+            f"instance norm has nothing to normalise: use at least {2 * divisor} voxels along one "
+            "axis (data.patch_size), or model.norm=batch"
         )

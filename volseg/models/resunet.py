@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from volseg.models.blocks import ConvNormAct, check_network_args
+from volseg.models.blocks import (
+    ConvNormAct,
+    DeepSupervisionHeads,
+    check_deep_supervision,
+    check_network_args,
+    supervised_logits,
+)
 from volseg.models.resnet_encoder import ResNetEncoder3d, check_input
 
 RESUNET_DEPTHS = (18, 34)
@@ -34,8 +40,8 @@ class ResUNet(nn.Module):
     total downsampling, :attr:`divisor` (32 by default), must divide every input size.
 
     Parameter count, ``in_channels=1, out_channels=3`` (KiTS23 without cysts: background,
-    kidney, tumour), ``features=64``, batch norm: depth 18: 45,684,771 (encoder 33,160,000,
-    the same as MONAI's ``resnet18`` body with option-B shortcuts); depth 34: 75,994,403
+    kidney, tumour), ``features=64``, instance or batch norm: depth 18: 45,684,771 (encoder
+    33,160,000, the same as MONAI's ``resnet18`` body with option-B shortcuts); depth 34: 75,994,403
     (encoder 63,469,632). The decoder adds 12,524,672 (2,818,048 in the up-convolutions). A
     2D ResNet-18 body has 11.2 M parameters: 3x3x3 kernels hold 3x the weights of 3x3 ones.
 
@@ -43,6 +49,16 @@ class ResUNet(nn.Module):
     decoder is unspecified), so the decoder above is our choice. ``dropout`` (default 0, not
     in the write-up) adds Dropout3d after each decoder conv-norm-act, e.g. for Monte-Carlo
     dropout; the encoder has none, as in He et al.
+
+    Deep supervision (default off, not in the write-up) follows nnU-Net (Isensee et al. 2021;
+    see ``blocks.DeepSupervisionHeads``): ``deep_supervision=True`` adds a 1x1x1 head on each
+    decoder step below full resolution (one per halving, the 1/2 .. ``divisor``/2 steps), and
+    in training mode the network returns one logit map per decoder step, highest resolution
+    first, each half the size of the one before (for ``volseg.losses.DeepSupervisionLoss``):
+    5 maps, down to 1/16, with the ResNet stem. In eval mode it returns the one
+    full-resolution tensor, identical to the output without deep supervision for the same
+    weights. The heads add ``c * out_channels + out_channels`` parameters per step of width
+    ``c``: 3 * (64 + 64 + 128 + 256) + 4 * 3 = 1,548 for the configuration counted above.
 
     Args:
         in_channels: image channels (modalities).
@@ -55,6 +71,8 @@ class ResUNet(nn.Module):
         stem_kernel: odd cubic kernel edge of the stem conv (7 in ResNet), voxels.
         stem_stride: stride of the stem conv, 2 (ResNet) or 1.
         stem_pool: max pool after the stem (ResNet has one).
+        deep_supervision: in training mode, return the list of per-step logits described
+            above.
     """
 
     def __init__(
@@ -63,20 +81,23 @@ class ResUNet(nn.Module):
         out_channels: int,
         depth: int = 18,
         features: int = 64,
-        norm: str = "batch",
+        norm: str = "instance",
         act: str = "relu",
         dropout: float = 0.0,
         stem_kernel: int = 7,
         stem_stride: int = 2,
         stem_pool: bool = True,
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         check_network_args(in_channels, out_channels, features, norm, act, dropout)
         if depth not in RESUNET_DEPTHS:
             raise ValueError(f"depth must be one of {RESUNET_DEPTHS}, got {depth!r}")
+        check_deep_supervision(deep_supervision)
 
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.deep_supervision = deep_supervision
         self.encoder = ResNetEncoder3d(
             in_channels, depth, features, norm, act, stem_kernel, stem_stride, stem_pool
         )
@@ -85,6 +106,7 @@ class ResUNet(nn.Module):
         self._skip_index: list[int | None] = []
         self.ups = nn.ModuleList()
         self.decoders = nn.ModuleList()
+        widths = []  # each decoder step's output channels, coarsest first
         cin = self.encoder.channels[-1]
         reduction = self.encoder.divisor // 2
         while reduction >= 1:
@@ -99,23 +121,34 @@ class ResUNet(nn.Module):
                     ConvNormAct(width, width, 3, norm=norm, act=act, dropout=dropout),
                 )
             )
+            widths.append(width)
             cin = width
             reduction //= 2
         self.head = nn.Conv3d(cin, out_channels, kernel_size=1)
+        # Built only when used, so deep_supervision=False keeps the parameters as they were.
+        self.aux_heads = (
+            DeepSupervisionHeads(widths[::-1], out_channels) if deep_supervision else None
+        )
 
     @property
     def divisor(self) -> int:
         """Spatial sizes (voxels) must be multiples of this (32 with the ResNet stem)."""
         return self.encoder.divisor
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, out_channels, X, Y, Z) for images (N, in_channels, X, Y, Z)."""
-        check_input(x, self.in_channels, self.divisor)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits (N, out_channels, X, Y, Z) for images (N, in_channels, X, Y, Z); a list,
+        highest resolution first, only when ``deep_supervision`` is on and the module is
+        training (see the class docstring)."""
+        check_input(x, self.in_channels, self.divisor, self.encoder.norm)
         features = self.encoder(x)
         x = features[-1]
+        supervise = self.aux_heads is not None and self.training
+        decoded = []  # every decoder step's output, coarsest first, for deep supervision
         for up, decoder, index in zip(self.ups, self.decoders, self._skip_index):
             x = up(x)
             if index is not None:
                 x = torch.cat([features[index], x], dim=1)
             x = decoder(x)
-        return self.head(x)
+            if supervise:
+                decoded.append(x)
+        return supervised_logits(self.head, self.aux_heads if supervise else None, x, decoded)

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from volseg.models.blocks import PADDINGS, ConvNormAct, check_network_args
+from volseg.models.blocks import (
+    PADDINGS,
+    ConvNormAct,
+    DeepSupervisionHeads,
+    check_deep_supervision,
+    check_network_args,
+    supervised_logits,
+)
 
 
 class UNet3D(nn.Module):
@@ -24,17 +31,21 @@ class UNet3D(nn.Module):
     of that level's second analysis conv (256, 256 / 128, 128 / 64, 64 in Fig. 1). A final
     1x1x1 convolution gives ``out_channels`` logits (no softmax).
 
-    Parameter count, ``in_channels=3, out_channels=3, features=32, num_levels=4``:
-    the paper states 19,069,955. Ours is 19,069,955 with ``norm="none"`` (identical) and
-    19,072,291 with the default ``norm="batch"``. The paper's figure is exactly the weights
-    (19,067,616) plus one bias per 3x3x3 and 1x1x1 convolution output channel (2,336 + 3) and
-    *no* up-convolution bias (adding those would give 896 more), so our up-convolutions have no
-    bias. With batch norm the 3x3x3 convolutions drop their bias (the norm's mean subtraction
-    would cancel it) and each of their 2,336 output channels gains a BN scale and shift:
-    19,069,955 - 2,336 + 2 * 2,336 = 19,072,291. The BN running statistics are buffers, not
-    parameters. The paper puts BN before each ReLU, as ``norm="batch"`` does.
+    Parameter count, ``in_channels=3, out_channels=3, features=32, num_levels=4``: the paper states
+    19,069,955. Ours is 19,069,955 with ``norm="none"`` (identical) and 19,072,291 with
+    ``norm="batch"`` or the default ``norm="instance"``. The paper's figure is exactly the weights
+    (19,067,616) plus one bias per 3x3x3 and 1x1x1 convolution output channel (2,336 + 3) and *no*
+    up-convolution bias (adding those would give 896 more), so our up-convolutions have no bias.
+    With batch norm the 3x3x3 convolutions drop their bias (the norm's mean subtraction would cancel
+    it) and each of their 2,336 output channels gains a norm scale and shift: 19,069,955 - 2,336 +
+    4,672 = 19,072,291. The BN running statistics are buffers, not parameters. The paper puts BN
+    before each ReLU, as ``norm="batch"`` does.
 
     Deliberate differences from the paper:
+
+    * ``norm="instance"`` is the default: BatchNorm's running statistics, estimated from 2-4
+      heterogeneous patches per step, made validation Dice swing from epoch to epoch
+      (docs/benchmarks.md, "Training recipes"). ``experiment=unet3d_sparse`` keeps the paper's BN.
 
     * ``padding="same"`` is the default; the paper used unpadded ("valid") convolutions. With
       same padding the output aligns voxel for voxel with the input tile, so sliding-window
@@ -44,6 +55,16 @@ class UNet3D(nn.Module):
       size before concatenation (see :meth:`output_shape`).
     * ``dropout`` (absent from the paper, default 0) adds Dropout3d after every conv-norm-act,
       e.g. for Monte-Carlo dropout uncertainty.
+    * ``deep_supervision`` (absent from the paper, default off) follows nnU-Net (Isensee et al.
+      2021; see ``blocks.DeepSupervisionHeads``): a 1x1x1 head on each synthesis level below
+      full resolution. In training mode the network then returns ``num_levels - 1`` logit
+      maps, highest resolution first, each half the size of the one before (for
+      ``volseg.losses.DeepSupervisionLoss``); in eval mode the one full-resolution tensor,
+      identical to the output without deep supervision for the same weights. The heads add
+      ``2c * out_channels + out_channels`` parameters per level (``c`` that level's first
+      width): 387 + 771 = 1,158 for the paper's network with 3 labels. It needs
+      ``padding="same"``: with valid convolutions the coarse maps cover more than the cropped
+      full-resolution output, so a target resized to their size would not line up.
 
     Args:
         in_channels: image channels (modalities).
@@ -54,6 +75,8 @@ class UNet3D(nn.Module):
         act: "relu", "leaky_relu", "prelu", "gelu" or "none" (see ``blocks.make_act``).
         dropout: Dropout3d probability after each conv-norm-act, in [0, 1).
         padding: "same" (output size == input size) or "valid" (the paper's unpadded convs).
+        deep_supervision: in training mode, return the list of per-level logits described
+            above.
     """
 
     def __init__(
@@ -62,10 +85,11 @@ class UNet3D(nn.Module):
         out_channels: int,
         features: int = 32,
         num_levels: int = 4,
-        norm: str = "batch",
+        norm: str = "instance",
         act: str = "relu",
         dropout: float = 0.0,
         padding: str = "same",
+        deep_supervision: bool = False,
     ) -> None:
         super().__init__()
         check_network_args(in_channels, out_channels, features, norm, act, dropout)
@@ -73,11 +97,18 @@ class UNet3D(nn.Module):
             raise ValueError(f"num_levels must be >= 2 (one pooling at least), got {num_levels}")
         if padding not in PADDINGS:
             raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        check_deep_supervision(deep_supervision)
+        if deep_supervision and padding != "same":
+            raise ValueError(
+                "deep_supervision=True needs padding='same' (valid convolutions leave the "
+                f"coarse outputs misaligned with the cropped target), got padding={padding!r}"
+            )
 
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.num_levels = num_levels
         self.padding = padding
+        self.deep_supervision = deep_supervision
 
         def double_conv(cin: int, cmid: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
@@ -107,6 +138,12 @@ class UNet3D(nn.Module):
             self.decoders.append(double_conv(below + skip, skip, skip))
 
         self.head = nn.Conv3d(2 * widths[0], out_channels, kernel_size=1)
+        # Built only when used, so deep_supervision=False keeps the parameters as they were.
+        self.aux_heads = (
+            DeepSupervisionHeads([2 * c for c in widths[:-1]], out_channels)
+            if deep_supervision
+            else None
+        )
 
     @property
     def divisor(self) -> int:
@@ -158,8 +195,10 @@ class UNet3D(nn.Module):
                 raise too_small(f"size {size} in the synthesis path at level {level + 1}")
         return size
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (N, out_channels, *output_shape(x.shape[2:])) for images (N, C, X, Y, Z)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """Logits (N, out_channels, *output_shape(x.shape[2:])) for images (N, C, X, Y, Z); a
+        list, highest resolution first, only when ``deep_supervision`` is on and the module is
+        training (see the class docstring)."""
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"expected input (N, {self.in_channels}, X, Y, Z), got {tuple(x.shape)}"
@@ -172,11 +211,15 @@ class UNet3D(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.encoders[-1](x)
+        supervise = self.aux_heads is not None and self.training
+        decoded = []  # every synthesis level's output, coarsest first, for deep supervision
         for level in reversed(range(self.num_levels - 1)):
             x = self.ups[level](x)
             x = torch.cat([_center_crop(skips[level], x.shape[2:]), x], dim=1)
             x = self.decoders[level](x)
-        return self.head(x)
+            if supervise:
+                decoded.append(x)
+        return supervised_logits(self.head, self.aux_heads if supervise else None, x, decoded)
 
 
 def _center_crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

@@ -131,7 +131,8 @@ def test_mc_dropout_switches_only_dropout_layers(dropout_checkpoint):
     predictor = Predictor(load_module(dropout_checkpoint), mc_dropout=2)
     layers = list(predictor.module.net.modules())
     dropouts = [m for m in layers if isinstance(m, torch.nn.Dropout3d)]
-    norms = [m for m in layers if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms = [m for m in layers if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm,
+                                                  torch.nn.modules.instancenorm._InstanceNorm))]
     assert dropouts and norms
     assert all(m.training for m in dropouts) and not any(m.training for m in norms)
 

@@ -3,9 +3,16 @@
 The commands are the lines of the ```bash blocks (a trailing backslash continues a line; a
 heredoc runs to its end marker), taken page by page: README.md first, then the pages in the
 order the README links them, then any other page. They run one after another, each in its own
-process, from the root of one fresh clone (the files git tracks, copied), as a reader who
-follows the documentation would: a later command may use what an earlier one made. This
-much is added, and nothing else (docs/development.md says so too):
+process, from the root of a fresh clone (the files git tracks, copied), as a reader who
+follows the documentation would: a later command may use what an earlier one made.
+
+The pages form two reading paths, each with its own clone, so that pytest-xdist runs them in two
+workers at once (`--dist loadfile` hands out whole files): this file runs README.md and the
+pages about training and sweeps; tests/test_docs_data_inference.py runs `DATA_AND_INFERENCE`
+(datasets, inference, evaluation, benchmarks), in a clone where the README's main command
+(`volseg train`, with the budget below) has run first, as a reader who starts at the README and
+then turns to those pages. This much is added, and nothing else (docs/development.md says so
+too):
 
 - a smoke budget appended to the command line (`budget`): one short epoch for ``volseg
   train``, two Optuna trials, small sizes for ``volseg bench``;
@@ -142,6 +149,11 @@ def documented_commands(root: Path = ROOT) -> list[DocCommand]:
             for c in shell_commands(page.read_text(), str(page.relative_to(root)))]
 
 
+# The second reading path (see the module docstring); every other page is on the first.
+DATA_AND_INFERENCE = ("docs/datasets.md", "docs/inference.md", "docs/evaluation.md",
+                      "docs/benchmarks.md")
+
+
 def without_comment(command: str) -> str:
     """The command before an unquoted ``#`` that starts a comment."""
     quote = None
@@ -229,10 +241,10 @@ def unknown_placeholders(command: str) -> set[str]:
 
 
 COMMANDS = documented_commands()
+TUTORIAL_COMMANDS = [c for c in COMMANDS if c.page not in DATA_AND_INFERENCE]
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh clone's files: what git tracks (and new files not ignored), nothing built."""
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
                              "--exclude-standard"], cwd=ROOT, capture_output=True, check=True)
@@ -243,6 +255,11 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, folder / name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fresh_clone(tmp_path_factory)
 
 
 def environment() -> dict[str, str]:
@@ -285,9 +302,20 @@ def test_every_command_is_run_or_listed_with_a_reason():
     assert not unused, f"NOT_RUN entries that match no documented command: {unused}"
 
 
+def test_the_two_reading_paths_name_real_pages():
+    """A renamed page would silently move to the first path."""
+    assert all((ROOT / page).is_file() for page in DATA_AND_INFERENCE)
+    assert all(any(c.page == page for c in COMMANDS) for page in DATA_AND_INFERENCE)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.id)
+@pytest.mark.parametrize("command", TUTORIAL_COMMANDS, ids=lambda c: c.id)
 def test_documented_command(command: DocCommand, clone: Path):
+    run_documented(command, clone)
+
+
+def run_documented(command: DocCommand, clone: Path) -> None:
+    """Run one documented command in ``clone`` as written, with only the additions above."""
     reason = not_run_reason(command)
     if reason:
         pytest.skip(reason)

@@ -91,6 +91,34 @@ def test_evaluating_a_checkpoint_reproduces_its_metrics(finished_run, tmp_path,
         assert again[name] == pytest.approx(metrics[name], abs=1e-6)
 
 
+def test_validation_chooses_a_postprocessing_that_test_applies(finished_run, tmp_path,
+                                                              shared_data_dir):
+    from scipy import ndimage
+
+    from tests.conftest import FAST, compose_config
+
+    _, metrics, _ = finished_run
+    assert 0.0 <= metrics["val/dice_postprocessed"] <= 1.0
+    state = torch.load(metrics["best_model_path"], map_location="cpu", weights_only=False)
+    assert set(state["postprocessing"]) == {"largest_foreground", "largest_component",
+                                            "connectivity"}
+    # Whatever this short run chose, a checkpoint that says "largest foreground component"
+    # is tested that way: every written prediction has one foreground component at most.
+    state["postprocessing"] = {"largest_foreground": True, "largest_component": [],
+                               "connectivity": 26}
+    edited = tmp_path / "edited.ckpt"
+    torch.save(state, edited)
+    cfg = compose_config("train", tmp_path, [*FAST, "train=false", f"ckpt_path={edited}",
+                                             "callbacks.postprocessing=null"],
+                         data_dir=shared_data_dir)
+    volseg.train(cfg)
+    written = sorted((tmp_path / "run" / "predictions").glob("*.nii.gz"))
+    assert written
+    for path in written:
+        labels = np.asarray(nib.load(path).dataobj)
+        assert ndimage.label(labels > 0, np.ones((3, 3, 3)))[1] <= 1, path.name
+
+
 def test_bf16_mixed_precision_with_clipping_and_accumulation(train_config):
     cfg = train_config("debug=fdr", "trainer.precision=bf16-mixed",
                        "trainer.gradient_clip_val=1.0", "trainer.accumulate_grad_batches=2")

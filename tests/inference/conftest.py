@@ -17,8 +17,10 @@ CLASS_NAMES = ["background", "organ", "lesion"]
 
 def make_checkpoint(path: Path, seed: int = 0, dropout: float = 0.0,
                     class_names: list[str] = CLASS_NAMES,
-                    regions: dict[str, list[int]] | None = None) -> Path:
-    """Save an untrained `SegmentationModule` as `volseg train` would, and return ``path``."""
+                    regions: dict[str, list[int]] | None = None,
+                    postprocessing: dict | None = None) -> Path:
+    """Save an untrained `SegmentationModule` as `volseg train` would, and return ``path``
+    (with ``postprocessing`` as the validation rounds' choice, when given)."""
     pl.seed_everything(seed)
     module = SegmentationModule(
         net={"_target_": "volseg.models.UNet3D", "in_channels": 1,
@@ -33,6 +35,8 @@ def make_checkpoint(path: Path, seed: int = 0, dropout: float = 0.0,
         inference={"tile_size": [16, 16, 8], "overlap": 0.5},
         regions=regions,
     )
+    if postprocessing is not None:
+        module.postprocessing = postprocessing
     trainer = pl.Trainer(logger=False, enable_checkpointing=False, accelerator="cpu")
     trainer.strategy.connect(module)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -11,9 +12,10 @@ import torch
 from scipy import ndimage
 
 from tests.inference.conftest import make_checkpoint, oblique_volume
-from volseg.inference.postprocess import keep_largest_component
+from volseg.inference.postprocess import keep_largest_component, keep_largest_foreground
 from volseg.inference.predictor import (
     Predictor,
+    agreed_postprocessing,
     load_ensemble,
     load_module,
     mirrored_probabilities,
@@ -204,6 +206,56 @@ def test_predictor_keep_largest_true_means_every_foreground_class(checkpoint):
         Predictor(load_module(checkpoint), keep_largest=[3])
     with pytest.raises(ValueError, match="connectivity"):
         Predictor(load_module(checkpoint), keep_largest=True, connectivity=8)
+
+
+def test_keep_largest_foreground_keeps_what_touches_the_largest_component():
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[2:7, 2:7, 2:7] = 1            # the organ: 125 voxels
+    labels[4, 4, 4] = 2                  # a lesion inside it: part of the foreground component
+    labels[7, 7, 7] = 2                  # a lesion touching the organ by a corner only
+    labels[10, 10, 10] = 1               # a speck of organ far away
+    labels[10, 0:2, 0] = 2               # a lesion far away
+    got = keep_largest_foreground(labels)
+    expected = labels.copy()
+    expected[10, 10, 10] = 0
+    expected[10, 0:2, 0] = 0
+    np.testing.assert_array_equal(got, expected)
+    assert got.dtype == labels.dtype
+    # Faces only: the corner-touching lesion is its own component now.
+    assert keep_largest_foreground(labels, connectivity=6)[7, 7, 7] == 0
+    # Per class, the far lesion (2 voxels) would have won over the 1-voxel ones: not so here.
+    assert keep_largest_component(labels, [2])[10, 0, 0] == 2
+
+
+def test_the_checkpoints_validated_postprocessing_is_applied_unless_turned_off(tmp_path):
+    choice = {"largest_foreground": True, "largest_component": [2], "connectivity": 26}
+    module = load_module(make_checkpoint(tmp_path / "pp.ckpt", postprocessing=choice))
+    assert module.postprocessing == choice
+    volume = _volume((20, 18, 9), seed=3)
+    raw = Predictor(module, postprocess=False).predict(volume).array
+    cleaned = Predictor(module).predict(volume).array
+    # The reference, with scipy directly: the largest foreground component, then class 2's.
+    components, _ = ndimage.label(raw > 0, np.ones((3, 3, 3)))
+    largest = np.bincount(components.ravel())[1:].argmax() + 1
+    expected = np.where(components == largest, raw, 0)
+    lesion, _ = ndimage.label(expected == 2, np.ones((3, 3, 3)))
+    if lesion.max() > 1:
+        expected[(lesion > 0) & (lesion != np.bincount(lesion.ravel())[1:].argmax() + 1)] = 0
+    np.testing.assert_array_equal(cleaned, expected)
+    assert ndimage.label(raw > 0, np.ones((3, 3, 3)))[1] > 1, "nothing to clean: a weak test"
+
+
+def test_an_ensemble_applies_only_the_steps_every_checkpoint_chose():
+    def member(foreground, classes, connectivity=26):
+        return SimpleNamespace(postprocessing={"largest_foreground": foreground,
+                                               "largest_component": classes,
+                                               "connectivity": connectivity})
+
+    assert agreed_postprocessing([member(True, [1, 2]), member(True, [2])]) == {
+        "largest_foreground": True, "largest_component": [2], "connectivity": 26}
+    assert agreed_postprocessing([member(True, [1]), member(False, [2])]) is None
+    assert agreed_postprocessing([member(True, []), member(True, [], connectivity=6)]) is None
+    assert agreed_postprocessing([SimpleNamespace()]) is None  # a module without a choice
 
 
 # --- precision --------------------------------------------------------------------------------

@@ -36,13 +36,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="volseg bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
-    modules = {}
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only the chosen benchmark's module is imported (they pull in torchmetrics, MONAI, ...:
+    # seconds each); the others need only their line in the help.
+    chosen = next((word for word in argv if not word.startswith("-")), None)
+    module = None
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
-        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
-        modules[name] = module
-    args = parser.parse_args(argv)
-    return modules[args.command].run(args)
+        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            module = importlib.import_module(module_name)
+            module.add_arguments(subparser)
+    args = parser.parse_args(argv)  # an unknown or missing subcommand exits here
+    assert module is not None
+    return module.run(args)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def main(cfg: DictConfig) -> None:
             uncertainty=cfg.uncertainty, save_probabilities=cfg.save_probabilities,
             keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
             precision=str(cfg.precision), overwrite=cfg.overwrite,
+            postprocess=cfg.postprocess,
         )
     except (FileNotFoundError, ValueError) as error:
         log.error("%s", error)

@@ -15,6 +15,7 @@ from torch import nn
 from volseg.data.preprocess import Preprocessor
 from volseg.inference import sliding_window_inference
 from volseg.inference.norm_checks import batch_norm_warning, tile_warning
+from volseg.inference.postprocess import apply_postprocessing, describe_postprocessing
 from volseg.metrics import (
     AverageSurfaceDistanceMetric,
     DiceMetric,
@@ -34,6 +35,7 @@ OVERLAP_METRICS = ("dice", "iou", "volume_similarity")
 # Scored on surfaces in mm: off under `surface_metrics: false` and for partly annotated cases.
 SURFACE_METRICS = ("hausdorff", "hd95", "assd", "nsd")
 METRICS = OVERLAP_METRICS + SURFACE_METRICS
+NO_POSTPROCESSING = {"largest_foreground": False, "largest_component": [], "connectivity": 26}
 
 
 def center_crop(volume: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -191,6 +193,9 @@ class SegmentationModule(pl.LightningModule):
             )
         self.val_metrics = self._metrics(surface_tolerance_mm)
         self.test_metrics = self._metrics(surface_tolerance_mm)
+        # The largest-component cleaning chosen on the validation cases
+        # (`PostprocessingSelector`); saved in each checkpoint, applied by test and predict.
+        self.postprocessing: dict[str, Any] = dict(NO_POSTPROCESSING)
 
     def _metrics(self, tolerance_mm: float | Sequence[float]) -> nn.ModuleDict:
         """Accumulators by log name: per foreground class, then one per region."""
@@ -330,7 +335,8 @@ class SegmentationModule(pl.LightningModule):
         return logits
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict:
-        """Returns the predicted labels, which callbacks (`ValidationImageLogger`) draw."""
+        """Returns the predicted labels, which callbacks (`ValidationImageLogger`,
+        `PostprocessingSelector`) read."""
         logits = self._evaluate(batch, "val")
         prediction = logits.argmax(1)
         self._update_metrics(self.val_metrics, prediction, batch["label"],
@@ -344,6 +350,9 @@ class SegmentationModule(pl.LightningModule):
         # Caches written before traces existed only resampled: the original shape suffices.
         trace = batch["meta"].get("trace") or original.shape[-3:]
         prediction = Preprocessor.restore_labels(logits[0], trace)
+        if self.postprocessing != NO_POSTPROCESSING:
+            cleaned = apply_postprocessing(prediction.cpu().numpy(), self.postprocessing)
+            prediction = torch.from_numpy(cleaned).to(prediction.device)
         self._update_metrics(self.test_metrics, prediction[None], original,
                              batch["meta"]["original"]["spacing"])
         return {
@@ -376,6 +385,18 @@ class SegmentationModule(pl.LightningModule):
         for warning in filter(None, warnings):
             if self.trainer.is_global_zero:
                 log.warning(warning)
+
+    def on_test_start(self) -> None:
+        if self.trainer.is_global_zero:
+            log.info("test post-processing (chosen on the validation cases): %s",
+                     describe_postprocessing(self.postprocessing, self.class_names))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["postprocessing"] = dict(self.postprocessing)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints written before the choice existed were tested without post-processing.
+        self.postprocessing = dict(checkpoint.get("postprocessing", NO_POSTPROCESSING))
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val")

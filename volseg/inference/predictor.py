@@ -33,7 +33,12 @@ from volseg.inference.inputs import (  # noqa: F401 - re-exported: predict's pub
     volume_stem,
 )
 from volseg.inference.norm_checks import tile_warning
-from volseg.inference.postprocess import CONNECTIVITIES, keep_largest_component
+from volseg.inference.postprocess import (
+    CONNECTIVITIES,
+    apply_postprocessing,
+    describe_postprocessing,
+    keep_largest_component,
+)
 from volseg.io import Volume, write_volume
 from volseg.safe_names import output_path
 
@@ -183,6 +188,19 @@ class Prediction:
     uncertainty: Volume | None = None
 
 
+def agreed_postprocessing(modules: Sequence[nn.Module]) -> dict | None:
+    """The post-processing steps every module chose (see `PostprocessingSelector`), or ``None``
+    when none is shared: an ensemble applies only what each of its members was validated with."""
+    choices = [getattr(m, "postprocessing", None) or {} for m in modules]
+    foreground = all(c.get("largest_foreground") for c in choices)
+    classes = set.intersection(*(set(c.get("largest_component") or []) for c in choices))
+    connectivities = {int(c.get("connectivity", 26)) for c in choices}
+    if not (foreground or classes) or len(connectivities) != 1:
+        return None
+    return {"largest_foreground": foreground, "largest_component": sorted(classes),
+            "connectivity": connectivities.pop()}
+
+
 class Predictor:
     """Segments raw volumes with one trained module or an ensemble of them.
 
@@ -200,6 +218,9 @@ class Predictor:
         keep_largest: classes (label values) that keep only their largest connected
             component; ``True`` for every foreground class; ``None`` for none.
         connectivity: 26 or 6 (see `keep_largest_component`).
+        postprocess: apply the post-processing training chose on the validation cases
+            (``module.postprocessing``; for an ensemble, the steps every checkpoint chose),
+            before ``keep_largest``; ``False`` for the plain argmax.
         precision: ``"32"``, or ``"bf16"``/``"16"``: run the network under autocast in that
             dtype (faster where the hardware has it, e.g. bf16 on recent GPUs); stitching,
             softmax and averaging stay float32.
@@ -218,6 +239,7 @@ class Predictor:
         keep_largest: bool | Sequence[int] | None = None,
         connectivity: int = 26,
         precision: str = "32",
+        postprocess: bool = True,
     ) -> None:
         if str(precision) not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
@@ -255,6 +277,10 @@ class Predictor:
         if connectivity not in CONNECTIVITIES:
             raise ValueError(f"connectivity must be one of {CONNECTIVITIES}, got {connectivity}")
         self.connectivity = connectivity
+        self.postprocessing = agreed_postprocessing(self.modules) if postprocess else None
+        if self.postprocessing:
+            log.info("post-processing (chosen on the validation cases in training): %s",
+                     describe_postprocessing(self.postprocessing, self.module.class_names))
 
     def _check_channels(self, image: Volume, name: str) -> Volume:
         array = image.array if image.array.ndim == 4 else image.array[None]
@@ -310,6 +336,8 @@ class Predictor:
             mean = preprocessor.restore(mean, trace)
         geometry = (image.spacing, image.origin, image.direction)
         labels = class_argmax(mean).cpu().numpy()
+        if self.postprocessing:
+            labels = apply_postprocessing(labels, self.postprocessing)
         if self.keep_largest:
             labels = keep_largest_component(labels, self.keep_largest, self.connectivity)
         uncertainty = None
@@ -384,6 +412,7 @@ def predict_cases(
     connectivity: int = 26,
     precision: str = "32",
     overwrite: bool = False,
+    postprocess: bool = True,
 ) -> dict[str, list]:
     """Predict every case of ``source`` into ``output``; one bad case does not stop the rest.
 
@@ -419,7 +448,7 @@ def predict_cases(
     torch_device = resolve_device(device)
     predictor = Predictor(load_ensemble(ckpt_path, torch_device), torch_device, tile_size,
                           overlap, batch_size, tta_axes, mc_dropout, uncertainty, keep_largest,
-                          connectivity, precision)
+                          connectivity, precision, postprocess)
     output.mkdir(parents=True, exist_ok=True)
     written, failed = [], []
     with Progress(*Progress.get_default_columns(), MofNCompleteColumn()) as bar:

@@ -93,7 +93,9 @@ def test_conv_norm_act_stride():
         ({"kernel_size": 2}, r"odd kernel_size"),
         ({"in_channels": 0}, r"in_channels must be >= 1"),
         ({"out_channels": 0}, r"out_channels must be >= 1"),
-        ({"stride": 0}, r"stride must be >= 1"),
+        ({"stride": 0}, r"stride must be a positive integer or three of them"),
+        ({"kernel_size": (3, 3)}, r"kernel_size must be a positive integer or three"),
+        ({"kernel_size": (3, 1, 2)}, r"odd kernel_size"),
     ],
 )
 def test_conv_norm_act_validation(kwargs, match):

@@ -13,6 +13,7 @@ from volseg.models.blocks import (
     make_act,
     make_norm,
 )
+from volseg.models.dynamic_unet import DynamicUNet
 from volseg.models.res2unet3d import Res2UNet3D
 from volseg.models.residual_unet3d import ResidualUNet3D
 from volseg.models.resnet_encoder import ResNetEncoder3d
@@ -27,6 +28,7 @@ __all__ = [
     "BasicBlock3d",
     "Bottleneck3d",
     "ConvNormAct",
+    "DynamicUNet",
     "Res2NetBlock3d",
     "Res2UNet3D",
     "ResNetEncoder3d",

@@ -46,6 +46,16 @@ def check_deep_supervision(deep_supervision: bool) -> None:
         raise ValueError(f"deep_supervision must be True or False, got {deep_supervision!r}")
 
 
+def per_axis(name: str, value: int | Sequence[int]) -> tuple[int, int, int]:
+    """``value`` as one positive integer per spatial axis (x, y, z); one integer is used for
+    all three. The ValueError names ``name``."""
+    values = (value,) * 3 if isinstance(value, int) else tuple(value)
+    if len(values) != 3 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
+                               for v in values):
+        raise ValueError(f"{name} must be a positive integer or three of them, got {value!r}")
+    return values  # type: ignore[return-value]
+
+
 def group_count(channels: int, max_groups: int = _MAX_GROUPS) -> int:
     """Largest number of groups <= ``max_groups`` that divides ``channels`` exactly."""
     if channels < 1:
@@ -94,8 +104,8 @@ class ConvNormAct(nn.Sequential):
     Args:
         in_channels: input feature channels.
         out_channels: output feature channels.
-        kernel_size: cubic kernel edge in voxels.
-        stride: convolution stride in voxels.
+        kernel_size: kernel edge in voxels: one for a cube, or one per axis (x, y, z).
+        stride: convolution stride in voxels: one for every axis, or one per axis.
         padding: "same" pads ``kernel_size // 2`` voxels per side (size kept at stride 1; needs
             an odd kernel), "valid" pads nothing (each side shrinks by ``kernel_size // 2``).
         norm: see :func:`make_norm`. The convolution has a bias only for "none", because a
@@ -108,8 +118,8 @@ class ConvNormAct(nn.Sequential):
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int = 3,
-        stride: int = 1,
+        kernel_size: int | Sequence[int] = 3,
+        stride: int | Sequence[int] = 1,
         padding: str = "same",
         norm: str = "batch",
         act: str = "relu",
@@ -119,15 +129,12 @@ class ConvNormAct(nn.Sequential):
             raise ValueError(f"in_channels must be >= 1, got {in_channels}")
         if out_channels < 1:
             raise ValueError(f"out_channels must be >= 1, got {out_channels}")
-        if kernel_size < 1:
-            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
+        kernel_size, stride = per_axis("kernel_size", kernel_size), per_axis("stride", stride)
         _check_choice("padding", padding, PADDINGS)
         _check_choice("norm", norm, NORMS)
         _check_choice("act", act, ACTS)
-        if padding == "same" and kernel_size % 2 == 0:
-            raise ValueError(f"padding='same' needs an odd kernel_size, got {kernel_size}")
+        if padding == "same" and any(k % 2 == 0 for k in kernel_size):
+            raise ValueError(f"padding='same' needs an odd kernel_size, got {list(kernel_size)}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
@@ -137,7 +144,7 @@ class ConvNormAct(nn.Sequential):
                 out_channels,
                 kernel_size,
                 stride=stride,
-                padding=kernel_size // 2 if padding == "same" else 0,
+                padding=tuple(k // 2 for k in kernel_size) if padding == "same" else 0,
                 bias=norm == "none",
             ),
             make_norm(norm, out_channels),

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from volseg.inference.postprocess import CONNECTIVITIES, keep_largest_foreground, largest_part
+from volseg.metrics.overlap import dice
 
 # Rows of the accumulated Dice: the argmax, the largest foreground component, and each class's
 # largest component on top of either.
@@ -26,9 +27,12 @@ RAW, FOREGROUND, RAW_CLASS, FOREGROUND_CLASS = range(4)
 
 
 def _dice(pred: np.ndarray, target: np.ndarray) -> float:
-    """Dice of two boolean masks; NaN when both are empty (the case says nothing)."""
-    total = int(pred.sum()) + int(target.sum())
-    return float("nan") if total == 0 else 2.0 * int((pred & target).sum()) / total
+    """Dice of two boolean masks, by the metrics' own `dice` (NaN when both are empty: the
+    case says nothing)."""
+    def one_hot(mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(mask)[None, None]
+
+    return float(dice(one_hot(pred), one_hot(target), 1, include_background=True))
 
 
 def case_dice(

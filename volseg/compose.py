@@ -23,6 +23,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from volseg.planning.plan_file import register_plan_files
 from volseg.runs import task_config
 
 CONFIG_PACKAGE = "volseg.conf"
@@ -81,7 +82,7 @@ def compose_config(
         FileNotFoundError: ``config_dir`` is not a folder.
         ValueError: both ``config_dir`` and a ``hydra.searchpath=`` override.
     """
-    overrides = list(overrides)
+    overrides = register_plan_files(overrides)
     if config_dir is not None:
         folder = Path(config_dir).resolve()
         if not folder.is_dir():

@@ -1,34 +1,35 @@
-"""Fingerprint a dataset and suggest its spacing and patch size: ``volseg plan``.
+"""Plan a dataset's training from its fingerprint: ``volseg plan``.
 
-``volseg plan data=<name> [key=value ...]`` composes ``train.yaml`` with the same overrides as
-``volseg train`` (``--config-dir DIR`` adds a folder of your own configs), builds the data
-module (no training), fingerprints its cases (`volseg.data.fingerprint`), writes the
-fingerprint beside the cache, prints it, and suggests settings by nnU-Net's rules (Isensee et
-al. 2021, Nat. Methods 18:203):
+``volseg plan data=<name> [key=value ...] [plan.<option>=<value> ...]`` composes ``train.yaml``
+with the same overrides as ``volseg train`` (``--config-dir DIR`` adds a folder of your own
+configs), builds the data module (no training), fingerprints its cases
+(`volseg.data.fingerprint`), writes the fingerprint beside the cache, prints it, and plans the
+training by nnU-Net's rules (Isensee et al. 2021, Nat. Methods 18:203):
 
 - target spacing: the median spacing; for anisotropic data (the coarsest median spacing more
   than 3x the others and the median shape along it less than a third of the others) the 10th
   percentile of that axis instead, never finer than the other axes;
-- the median shape at that spacing (of each case resampled, as nnU-Net computes it);
-- a patch size: the largest patch that is a multiple of the model's divisor (``2**(levels-1)``
-  for a U-Net), stays within a voxel budget (128**3 by default) and keeps the median shape's
-  aspect (see `suggest_patch_size`).
+- intensity normalisation from the channels' names (``dataset.json``'s ``channel_names``): all
+  CT, nnU-Net's CT scheme (clip to the foreground's 0.5/99.5 percentiles, z-score with its mean
+  and std); otherwise a z-score, over the non-zero voxels when cropping to them shrinks the
+  median case below 3/4 (nnU-Net's rule); cases cropped to their non-zero box;
+- patch size, batch size, normalisation layers and the `volseg.models.DynamicUNet` topology
+  that fit ``plan.gpu_memory_gb`` (`volseg.planning.network`).
 
-Plan options go under ``+plan.``: ``+plan.voxel_budget=1048576``, ``+plan.samples_per_case=...``.
-The printed overrides (``data.spacing=[...] data.patch_size=[...]``) go straight to
-``volseg train``.
+The plan is written as a Hydra config (``plans/<data>.yaml`` by default) that
+``volseg train plan=<file>`` trains with: no other choice is needed.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
+import yaml
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -42,60 +43,62 @@ from volseg.data.fingerprint import (
     fingerprint_path,
     with_dataset_statistics,
 )
-from volseg.trusted import instantiate_trusted
+from volseg.data.preprocess import Preprocessor
+from volseg.planning.network import NetworkPlan, plan_network
+from volseg.planning.plan_file import write_plan_file
 
 # nnU-Net's ANISO_THRESHOLD: an axis this many times coarser than the others is "anisotropic".
 ANISOTROPY_THRESHOLD = 3.0
-# Voxels in a patch: 128**3, about what a 3D U-Net trains on per sample in 8-11 GB.
-VOXEL_BUDGET = 128**3
-# Patch sizes are multiples of this when the model does not say (four poolings).
-DEFAULT_DIVISOR = 16
-USAGE = """usage: volseg plan [--config-dir DIR] data=<name> [key=value ...]
+# nnU-Net z-scores over the non-zero voxels when cropping to them leaves less than this share.
+NONZERO_NORM_FRACTION = 0.75
+# `plan.<option>=<value>` on the command line, with these defaults (nnU-Net's where it has one).
+OPTIONS = {
+    "gpu_memory_gb": 8.0,       # memory of one training step on one device (GiB)
+    "base_features": 32,        # channels of the first level, doubling per level
+    "max_features": 320,        # their cap
+    "deep_supervision": True,   # supervise the coarser decoder levels too
+    "samples_per_case": SAMPLES_PER_CASE,  # foreground voxels sampled for intensity statistics
+    "output": None,             # the plan file; default plans/<data>.yaml in the current folder
+    "overwrite": False,         # replace an existing plan file
+}
+USAGE = """usage: volseg plan [--config-dir DIR] data=<name> [key=value ...] [plan.<opt>=<v> ...]
 
-Fingerprints the dataset of data=<name> and suggests data.spacing and data.patch_size.
-Takes the overrides `volseg train` takes; plan options: +plan.voxel_budget=N,
-+plan.samples_per_case=N."""
+Fingerprints the dataset of data=<name>, plans spacing, normalisation, patch, batch and network,
+and writes the plan file that `volseg train plan=<file>` trains with.
+Plan options (defaults): """ + ", ".join(f"plan.{k}={v}" for k, v in OPTIONS.items())
 
 
 @dataclass
 class Plan:
-    """Suggested settings for one dataset.
+    """Everything a training run needs to know about one dataset.
 
     Attributes:
         spacing: target spacing (x, y, z) in mm, or ``None`` with ``fixed_size``.
         median_shape: median case shape (voxels) at ``spacing``.
-        patch_size: training patch (voxels).
-        divisor: every patch size is a multiple of it (the model's).
-        voxel_budget: the patch holds at most this many voxels (unless ``divisor**3`` is more).
+        network: patch, batch, normalisation and network topology.
+        preprocessing: the ``data.preprocessing`` settings the plan sets.
         separate_z: the data is anisotropic enough for nnU-Net's separate-z resampling.
-        statistics: foreground intensity statistics, for ``intensity: ct_percentile``.
     """
 
     spacing: list[float] | None
     median_shape: list[int]
-    patch_size: list[int]
-    divisor: int
-    voxel_budget: int
+    network: NetworkPlan
+    preprocessing: dict = field(default_factory=dict)
     separate_z: bool = False
-    statistics: dict | None = field(default=None)
 
-    def overrides(self) -> list[str]:
-        """Command-line overrides that apply the plan to ``train.py``."""
-        items = []
+    @property
+    def patch_size(self) -> list[int]:
+        return self.network.patch_size
+
+    def config(self) -> dict:
+        """The ``data``, ``model`` and ``loss`` settings of the plan file."""
+        data = {"patch_size": self.patch_size, "batch_size": self.network.batch_size,
+                "preprocessing": dict(self.preprocessing)}
         if self.spacing is not None:
-            items.append(f"data.spacing={_list(self.spacing)}")
-        items.append(f"data.patch_size={_list(self.patch_size)}")
+            data["spacing"] = [round(float(s), 6) for s in self.spacing]
         if self.separate_z:
-            # ++ adds the key where a data config does not list it
-            items.append(f"++data.preprocessing.anisotropy_threshold={ANISOTROPY_THRESHOLD}")
-        if self.statistics is not None:
-            inner = ",".join(f"{k}:{_list(v)}" for k, v in self.statistics.items())
-            items.append(f"++data.preprocessing.statistics={{{inner}}}")
-        return items
-
-
-def _list(values: Sequence[float]) -> str:
-    return "[" + ",".join(f"{v:.6g}" for v in values) + "]"
+            data["preprocessing"]["anisotropy_threshold"] = ANISOTROPY_THRESHOLD
+        return {"data": data, "model": self.network.model_settings()}
 
 
 def suggest_spacing(
@@ -131,70 +134,53 @@ def median_shape_at(
     return [int(round(n)) for n in np.median(shapes, axis=0)]
 
 
-def suggest_patch_size(
-    median_shape: Sequence[int], divisor: int, voxel_budget: int = VOXEL_BUDGET
-) -> list[int]:
-    """The largest patch of multiples of ``divisor`` within ``voxel_budget`` voxels.
+def plan_intensity(
+    channel_names: Sequence[str] | None, fingerprint: Fingerprint, preprocessor: Preprocessor
+) -> dict:
+    """``data.preprocessing`` settings for the channels named ``channel_names``.
 
-    Starts from the median shape rounded up to the divisor (one patch covers a median case) and
-    takes ``divisor`` off one axis at a time until the patch fits, then adds back to the
-    relatively smallest axis whatever still fits, so the patch keeps the median shape's aspect.
-    nnU-Net's planner cuts the axis largest relative to the median shape; here the cut goes to
-    the axis that stays relatively largest after it, which is the same on large axes but does
-    not halve a thin slab's few slices (32 -> 16) while the in-plane axes lose 3% a step.
+    Channels without names keep the data config's scheme (its ``ct_percentile`` gets the
+    dataset's statistics). A mix of CT and other channels is z-scored: one scheme serves all.
     """
-    median = np.maximum(np.asarray(median_shape, dtype=float), 1)
-    cap = [max(divisor, math.ceil(m / divisor) * divisor) for m in median]
-    patch = list(cap)
-    while math.prod(patch) > voxel_budget:
-        shrinkable = [axis for axis in range(3) if patch[axis] > divisor]
-        if not shrinkable:
-            break  # divisor**3 is already over budget: the smallest patch the model takes
-        axis = max(shrinkable, key=lambda a: ((patch[a] - divisor) / median[a], patch[a]))
-        patch[axis] -= divisor
-    grown = True
-    while grown:
-        grown = False
-        for axis in sorted(range(3), key=lambda a: patch[a] / median[a]):
-            larger = math.prod(patch) // patch[axis] * (patch[axis] + divisor)
-            if patch[axis] < cap[axis] and larger <= voxel_budget:
-                patch[axis] += divisor
-                grown = True
-                break
-    return patch
-
-
-def model_divisor(model: Mapping) -> int:
-    """What the model's input sizes must be multiples of.
-
-    The config's ``divisor`` if it has one, else the network's own ``divisor`` (every volseg
-    network has one; built on the meta device, so no memory is spent), else
-    `DEFAULT_DIVISOR`.
-    """
-    if model.get("divisor") is not None:
-        return int(model["divisor"])
-    try:
-        with torch.device("meta"):
-            network = instantiate_trusted(model)
-    except Exception:  # noqa: BLE001 - an unbuildable model still gets a plan, with the default
-        return DEFAULT_DIVISOR
-    return int(getattr(network, "divisor", DEFAULT_DIVISOR))
+    kept = np.median(np.prod(fingerprint.shapes(cropped=True), 1))
+    whole = np.median(np.prod(fingerprint.shapes(), 1))
+    settings: dict = {"crop_nonzero": True}
+    names = [str(n).upper() for n in channel_names or []]
+    if names:
+        scheme = "ct_percentile" if all(n == "CT" for n in names) else "zscore"
+    else:
+        scheme = preprocessor.intensity
+    settings["intensity"] = scheme
+    if scheme == "ct_percentile":
+        statistics = with_dataset_statistics(preprocessor, fingerprint).statistics
+        # checked now, so a degenerate dataset fails here rather than when training starts
+        settings["statistics"] = Preprocessor(intensity=scheme, statistics=statistics).statistics
+    elif scheme == "zscore":
+        settings["nonzero"] = bool(kept / whole < NONZERO_NORM_FRACTION)
+    return settings
 
 
 def make_plan(
     fingerprint: Fingerprint,
-    divisor: int = DEFAULT_DIVISOR,
-    voxel_budget: int = VOXEL_BUDGET,
-    cropped: bool = False,
-    fixed_size: Mapping | None = None,
+    in_channels: int,
+    channel_names: Sequence[str] | None = None,
+    preprocessor: Preprocessor | None = None,
+    options: Mapping | None = None,
 ) -> Plan:
-    """Suggested spacing and patch size for ``fingerprint``.
+    """The complete plan for ``fingerprint``.
 
     Args:
-        cropped: use the shapes after cropping to non-zero (``crop_nonzero``).
-        fixed_size: the preprocessing's ``fixed_size``; then every volume has that shape and
-            there is no spacing to suggest.
+        in_channels: image channels.
+        channel_names: modality per channel (``"CT"``, ``"T2"``, ...), if the layout knows.
+        preprocessor: the data config's preprocessing (its ``fixed_size``, ``orientation`` and,
+            for unnamed channels, its intensity scheme).
+        options: `OPTIONS` to change.
     """
+    options = {**OPTIONS, **(options or {})}
+    preprocessor = preprocessor or Preprocessor()
+    intensity = plan_intensity(channel_names, fingerprint, preprocessor)
+    cropped = intensity["crop_nonzero"]
+    fixed_size = preprocessor.fixed_size
     if fixed_size is not None:
         spacing = None
         median_shape = [*fixed_size["in_plane"], fixed_size["slices"]]
@@ -205,18 +191,81 @@ def make_plan(
         median_spacing = np.median(fingerprint.spacings, axis=0)
         separate_z = any(s.max() / s.min() > ANISOTROPY_THRESHOLD
                          for s in (np.asarray(spacing), median_spacing))
-    patch = suggest_patch_size(median_shape, divisor, voxel_budget)
-    return Plan(spacing, median_shape, patch, divisor, voxel_budget, separate_z)
+    network = plan_network(
+        spacing or [1.0, 1.0, 1.0],  # resized to a fixed size: treated as isotropic voxels
+        median_shape, in_channels, fingerprint.num_classes,
+        dataset_voxels=float(np.prod(median_shape)) * len(fingerprint.cases),
+        gpu_memory_gb=float(options["gpu_memory_gb"]),
+        base_features=int(options["base_features"]),
+        max_features=int(options["max_features"]),
+        deep_supervision=bool(options["deep_supervision"]),
+    )
+    return Plan(spacing, median_shape, network, intensity, separate_z)
 
 
-def run_plan(cfg: DictConfig, console: Console | None = None) -> tuple[Plan, Fingerprint, Path]:
-    """Fingerprint ``cfg.data``'s cases, save the fingerprint, print it and the plan.
+def plan_file_config(plan: Plan, cfg: DictConfig, fingerprint_file: Path) -> dict:
+    """The plan file's content: the groups it selects and the settings it sets, on top of
+    ``cfg``'s data config; ``plan:`` records what it was made from."""
+    hydra = HydraConfig.get()
+    settings = {"data": typed_data_settings(cfg, hydra.overrides.task)}
+    planned = plan.config()
+    settings["data"].update(planned.pop("data"))
+    settings["data"]["root"] = str(Path(cfg.data.root).resolve())
+    settings.update(planned)
+    if cfg.data.preprocessing.get("orientation"):
+        settings["data"]["preprocessing"]["orientation"] = cfg.data.preprocessing.orientation
+    groups = {"data": hydra.runtime.choices["data"], "model": "dynamic_unet"}
+    if plan.network.deep_supervision:
+        groups["loss"] = "deep_supervision"
+        ignore_index = cfg.data.get("ignore_index")
+        if ignore_index is not None:
+            settings["loss"] = {"loss": {"ignore_index": ignore_index}}
+    memory = plan.network.memory
+    settings["plan"] = {
+        "fingerprint": str(fingerprint_file),
+        "gpu_memory_gb": plan.network.budget_gb,
+        "estimated_memory_gb": round(memory.training_gb, 3),
+        "median_shape": plan.median_shape,
+    }
+    return {"defaults": [{f"override /{group}": option} for group, option in groups.items()],
+            **settings}
+
+
+def typed_data_settings(cfg: DictConfig, overrides: Sequence[str]) -> dict:
+    """The ``data.*`` values the user set on the command line, as composed: the plan keeps
+    them (a phantom's size, a split), so training sees the dataset the plan was made from."""
+    settings: dict = {}
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if not key.startswith("data.") or override.startswith("~"):
+            continue
+        node = settings
+        *parents, leaf = key.split(".")[1:]
+        for part in parents:
+            node = node.setdefault(part, {})
+        value = OmegaConf.select(cfg, key)
+        node[leaf] = OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(
+            value) else value
+    return settings
+
+
+def run_plan(
+    cfg: DictConfig, options: Mapping | None = None, console: Console | None = None
+) -> tuple[Plan, Fingerprint, Path]:
+    """Fingerprint ``cfg.data``'s cases, save the fingerprint, plan, print and write the plan.
 
     Returns:
-        The plan, the fingerprint, and where the fingerprint was written.
+        The plan, the fingerprint, and the plan file written.
+
+    Raises:
+        FileExistsError: the plan file exists and ``plan.overwrite`` is false.
     """
     console = console or Console()
-    options = cfg.get("plan") or {}
+    options = {**OPTIONS, **(options or {})}
+    choice = HydraConfig.get().runtime.choices["data"]
+    output = Path(options["output"] or Path("plans") / f"{Path(str(choice)).name}.yaml")
+    if output.exists() and not options["overwrite"]:
+        raise FileExistsError(f"plan.output={output} exists; plan.overwrite=true replaces it")
     datamodule = instantiate(cfg.data)
     datamodule.layout.prepare()  # generates the synthetic dataset on first use
     cases = datamodule.cases()
@@ -224,21 +273,18 @@ def run_plan(cfg: DictConfig, console: Console | None = None) -> tuple[Plan, Fin
     with console.status("fingerprinting") as status:
         fingerprint = compute_fingerprint(
             datamodule.layout, cases, datamodule.num_classes, preprocessor.orientation,
-            samples_per_case=int(options.get("samples_per_case", SAMPLES_PER_CASE)),
+            samples_per_case=int(options["samples_per_case"]),
             progress=lambda case_id: status.update(f"fingerprinting {case_id}"),
         )
     path = fingerprint.save(fingerprint_path(cfg.data.cache_dir, cfg.data.root))
-    plan = make_plan(
-        fingerprint,
-        divisor=model_divisor(OmegaConf.to_container(cfg.model, resolve=True)),
-        voxel_budget=int(options.get("voxel_budget", VOXEL_BUDGET)),
-        cropped=preprocessor.crop_nonzero,
-        fixed_size=preprocessor.fixed_size,
-    )
-    if preprocessor.intensity == "ct_percentile":
-        plan.statistics = with_dataset_statistics(preprocessor, fingerprint).statistics
+    plan = make_plan(fingerprint, datamodule.in_channels, datamodule.layout.channel_names,
+                     preprocessor, options)
+    write_plan_file(output, plan_file_config(plan, cfg, path),
+                    f"volseg plan data={choice}: {len(cases)} cases of {cfg.data.root}")
     print_plan(console, fingerprint, plan, list(cfg.data.class_names), path)
-    return plan, fingerprint, path
+    console.print(f"plan written to {output}; train with: volseg train plan={output}",
+                  soft_wrap=True)
+    return plan, fingerprint, output
 
 
 def print_plan(
@@ -276,19 +322,27 @@ def print_plan(
         classes.add_row(name, f"{voxels:,}", f"{fraction:.0%}")
     console.print(classes)
 
-    suggested = _axes_table("Suggested (nnU-Net's rules)")
+    network = plan.network
+    planned = _axes_table(f"Plan (nnU-Net's rules, {network.budget_gb:g} GiB per step)")
     if plan.spacing is not None:
-        suggested.add_row("target spacing", *(f"{v:.4g} mm" for v in plan.spacing))
-    suggested.add_row("median shape there", *map(str, plan.median_shape))
-    suggested.add_row(f"patch (multiples of {plan.divisor}, <= {plan.voxel_budget:,} voxels)",
-                      *map(str, plan.patch_size))
-    console.print(suggested)
+        planned.add_row("target spacing", *(f"{v:.4g} mm" for v in plan.spacing))
+    planned.add_row("median shape there", *map(str, plan.median_shape))
+    planned.add_row("patch", *map(str, plan.patch_size))
+    for level, (stride, kernel) in enumerate(zip(network.topology.strides,
+                                                  network.topology.kernel_sizes, strict=True)):
+        planned.add_row(f"level {level}: {network.features[level]} channels, stride / kernel",
+                        *(f"{s} / {k}" for s, k in zip(stride, kernel, strict=True)))
+    console.print(planned)
+    intensity = ", ".join(f"{k}={v}" for k, v in plan.preprocessing.items() if k != "statistics")
+    console.print(f"batch {network.batch_size}, {network.norm} norm, deep supervision "
+                  f"{'on' if network.deep_supervision else 'off'}; estimated "
+                  f"{network.memory.training_gb:.2f} GiB per training step (float32); "
+                  f"preprocessing: {intensity}", soft_wrap=True)
     if plan.spacing is None:
         console.print("data.preprocessing.fixed_size is set: volumes are resized, not resampled")
     if plan.separate_z:
         console.print("anisotropic spacing: nnU-Net resamples the coarse axis with nearest "
                       "neighbour (data.preprocessing.anisotropy_threshold)")
-    console.print("overrides:", " ".join(plan.overrides()), soft_wrap=True)
     console.print(f"fingerprint written to {path}", soft_wrap=True)
 
 
@@ -301,6 +355,26 @@ def _axes_table(title: str) -> Table:
     return table
 
 
+def split_plan_options(argv: Sequence[str]) -> tuple[dict, list[str]]:
+    """Split ``plan.<option>=<value>`` (values read as YAML) off the overrides.
+
+    Raises:
+        ValueError: an option not in `OPTIONS`, named.
+    """
+    options, rest = {}, []
+    for argument in argv:
+        key, _, value = argument.lstrip("+").partition("=")
+        if not key.startswith("plan."):
+            rest.append(argument)
+            continue
+        name = key.removeprefix("plan.")
+        if name not in OPTIONS:
+            raise ValueError(f"{key}: unknown plan option; choose from "
+                             f"{', '.join('plan.' + k for k in OPTIONS)}")
+        options[name] = yaml.safe_load(value) if value else None
+    return options, rest
+
+
 def main(argv: Sequence[str] | None = None) -> Plan:
     """Entry point of ``volseg plan``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -308,7 +382,8 @@ def main(argv: Sequence[str] | None = None) -> Plan:
         print(USAGE)
         raise SystemExit(0)
     config_dir, overrides = split_config_dir(argv)
-    plan, _, _ = run_plan(compose_config(overrides, config_dir=config_dir))
+    options, overrides = split_plan_options(overrides)
+    plan, _, _ = run_plan(compose_config(overrides, config_dir=config_dir), options)
     return plan
 
 

@@ -26,6 +26,10 @@ SUBCOMMANDS = {
                                         "512x512x400): wall time and peak memory"),
     "data": ("volseg.bench.data", "cache build time (in-process vs worker processes) and "
                                   "training RSS for growing dataset sizes"),
+    "train": ("volseg.bench.train", "training steps per second with the real loader against "
+                                    "a ready-made batch: the data pipeline's share of a step"),
+    "nnunet": ("volseg.bench.nnunet", "volseg's complete plan against nnU-Net v2's own plan, "
+                                      "training and prediction on the same cases"),
     "recipes": ("volseg.bench.recipes", "training recipes on both built-in phantoms: test "
                                         "Dice, validation-curve stability, wall time"),
 }

@@ -7,6 +7,7 @@ use it, or `volseg.sweep.pruning.Pruned` when the Optuna pruner stopped the run.
 """
 
 import logging
+import sys
 from typing import Any
 
 import hydra
@@ -17,6 +18,7 @@ from omegaconf import DictConfig
 
 import volseg  # noqa: F401 - registers the config resolvers
 from volseg.compose import CONFIG_PATH
+from volseg.planning.plan_file import register_plan_files
 
 log = logging.getLogger(__name__)
 
@@ -61,4 +63,5 @@ def register_sweeper() -> None:
 def main() -> None:
     """Entry point: the command line is read from ``sys.argv``."""
     register_sweeper()
+    sys.argv[1:] = register_plan_files(sys.argv[1:])
     train()

@@ -16,10 +16,23 @@ from volseg.io import Volume, write_volume
 
 
 def make_luna16(root: Path) -> list[str]:
-    """Five MetaImage scans in two subsets, each with one nodule, and ``annotations.csv``."""
+    """Five MetaImage scans in two subsets, each with one nodule, and ``annotations.csv``: noisy
+    lung (about -800 HU) with a soft-tissue ball where the annotation puts the nodule."""
+    import SimpleITK as sitk
+
     from tests.data.adapters import test_luna16
 
     test_luna16.write_dataset(root, shape=(24, 24, 12))
+    rng = np.random.default_rng(2)
+    for scan in sorted(root.glob("subset*/*.mhd")):
+        image = sitk.ReadImage(str(scan))
+        array = rng.normal(-800, 60, sitk.GetArrayFromImage(image).shape)
+        z, y, x = np.indices(array.shape)
+        centre = [(n - 1) / 2 for n in array.shape]
+        array[(z - centre[0]) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 <= 9] = 30
+        noisy = sitk.GetImageFromArray(array.astype(np.int16))
+        noisy.CopyInformation(image)
+        sitk.WriteImage(noisy, str(scan))
     return [f"1.3.6.{i}" for i in range(5)]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,6 +13,13 @@ from omegaconf import DictConfig, open_dict
 
 import volseg.compose
 from volseg.compose import builtin_config_dir
+
+# pytest-xdist's workers share the machine's cores: each worker, and each process a test starts
+# (documented commands, DDP ranks, sweep jobs), gets its share. More intra-op threads than cores
+# spin against each other: two 2-thread training runs side by side on 2 cores took 26 s, and
+# 16 s with one thread each.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # read by every child process's torch
 
 CONF_DIR = builtin_config_dir()  # volseg's own configs, where the installed package has them
 
@@ -67,15 +75,18 @@ def train_config(tmp_path: Path, shared_data_dir: Path) -> Callable[..., DictCon
 
 @pytest.fixture(autouse=True)
 def _small_thread_pool() -> None:
-    # Two cores: more intra-op threads than that only contend.
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The documentation's commands first: they run one after another in one worker (pytest-xdist
-    # hands out whole files, `--dist loadfile`), the longest chain of the suite, so the other
-    # worker runs everything else meanwhile.
-    items.sort(key=lambda item: item.path.name != "test_docs.py")  # stable: order kept
+    # The documentation's commands first: each of its two files runs one command after another
+    # in one worker (pytest-xdist hands out whole files, `--dist loadfile`), the longest chains
+    # of the suite, so they start at once and the other files fill in around them.
+    # test_docs_data_inference.py is the other reading path, as long: it goes second, so that
+    # the second worker starts on it rather than reach it late and finish alone.
+    first = ["test_docs.py", "test_docs_data_inference.py"]
+    items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first
+               else len(first))  # stable: order kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")

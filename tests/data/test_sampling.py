@@ -27,6 +27,22 @@ def test_foreground_patches_contain_foreground():
         assert (patch == 2).any()
 
 
+def test_foreground_voxel_is_centred_or_anywhere_in_the_patch():
+    # One foreground voxel at (30, 10, 9) in a 40 x 40 x 20 volume, patch 16 x 16 x 8.
+    locations = {1: np.array([np.ravel_multi_index((30, 10, 9), (40, 40, 20))])}
+    rng = np.random.default_rng(0)
+    centred = PatchSampler((16, 16, 8), foreground_fraction=1.0)
+    assert {centred.start((40, 40, 20), locations, rng) for _ in range(50)} == {(22, 2, 5)}
+    anywhere = PatchSampler((16, 16, 8), foreground_fraction=1.0, foreground_position="anywhere")
+    starts = np.array([anywhere.start((40, 40, 20), locations, rng) for _ in range(2000)])
+    # Every corner that keeps the voxel inside the patch and the patch inside the volume:
+    # x 15..24 (30 - 15 .. 40 - 16), y 0..10, z 2..9 (9 - 7 .. 9), each reached.
+    for axis, (low, high) in enumerate([(15, 24), (0, 10), (2, 9)]):
+        assert sorted(set(starts[:, axis])) == list(range(low, high + 1))
+    with pytest.raises(ValueError, match="data.foreground_position"):
+        PatchSampler((16, 16, 8), foreground_position="edge")
+
+
 def test_uniform_patches_stay_inside_and_cover_the_volume():
     sampler = PatchSampler((8, 8, 8), foreground_fraction=0.0, flip_prob=0.0)
     rng = np.random.default_rng(0)

@@ -53,6 +53,8 @@ RECIPES: dict[str, list[str]] = {
     # Today's default (the moving average, post-processing, nnU-Net's third), spelt out.
     "default_foreground_0.33": ["model.norm=instance", "data.foreground_fraction=0.33"],
     "default_deep_supervision": ["model.deep_supervision=true", "loss=deep_supervision"],
+    # The chosen foreground voxel anywhere in its patch rather than at its centre.
+    "foreground_anywhere": ["data.foreground_position=anywhere"],
 }
 # What a phantom's config shipped with before issue 18, where it differs from today's: the CT
 # phantom validated on one whole-volume tile (80x80x48), which only BatchNorm tolerates.

@@ -58,6 +58,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             `volseg.data.splits`) and ``file`` (the saved ``splits.json``).
         samples_per_epoch: training patches per epoch.
         foreground_fraction: share of patches centred on foreground (see `PatchSampler`).
+        foreground_position: ``centre`` or ``anywhere``: where the chosen foreground voxel
+            lands in its patch (see `PatchSampler`).
         flip_prob: per-axis mirroring probability for training patches.
         augment: the other training augmentation (`volseg.data.augment`): each transform's
             probability and range, flat keys (``rotation_prob``, ``rotation_deg``,
@@ -95,6 +97,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         split: Mapping,
         samples_per_epoch: int = 250,
         foreground_fraction: float = 0.33,
+        foreground_position: str = "centre",
         flip_prob: float = 0.5,
         cache_workers: int | None = None,
         skip_bad_cases: bool = False,
@@ -124,7 +127,8 @@ class SegmentationDataModule(pl.LightningDataModule):
             self.batch_augmentation = BatchAugmentation(augmentation, label_fill)
             augmentation = Augmentation.from_config(None, flip_prob=0.0)  # plain crops
         self.sampler = PatchSampler(patch_size, foreground_fraction, augmentation=augmentation,
-                                    label_fill=label_fill)
+                                    label_fill=label_fill,
+                                    foreground_position=foreground_position)
         self.batch_size = batch_size
         self.patch_size = tuple(int(p) for p in patch_size)
         self.num_workers = num_workers

@@ -21,9 +21,12 @@ class PatchSampler:
 
     Args:
         patch_size: patch shape (x, y, z) in voxels.
-        foreground_fraction: probability that a patch is centred on a foreground voxel (nnU-Net
+        foreground_fraction: probability that a patch holds a chosen foreground voxel (nnU-Net
             uses 0.33); the class is drawn uniformly among the classes present in the case,
             so a small lesion is seen as often as a large organ.
+        foreground_position: where that voxel lands in the patch: ``centre`` (nnU-Net, MONAI's
+            ``RandCropByPosNegLabel``) or ``anywhere`` (uniformly over the patch, so
+            foreground patches hold as much of their organ as sliding-window tiles do).
         flip_prob: probability of mirroring the patch along each axis independently (used
             when ``augmentation`` is ``None``; otherwise its ``spatial.flip_prob`` applies).
         augmentation: spatial and intensity augmentation (`volseg.data.augment`); ``None``
@@ -34,6 +37,7 @@ class PatchSampler:
     def __init__(
         self, patch_size: Sequence[int], foreground_fraction: float = 0.33, flip_prob: float = 0.5,
         augmentation: Augmentation | None = None, label_fill: int = 0,
+        foreground_position: str = "centre",
     ) -> None:
         if len(patch_size) != 3 or min(patch_size) < 1:
             raise ValueError(f"data.patch_size must be three positive ints, got {patch_size}")
@@ -41,10 +45,15 @@ class PatchSampler:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         if not 0 <= flip_prob <= 1:
             raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+        if foreground_position not in ("centre", "anywhere"):
+            raise ValueError("data.foreground_position must be centre or anywhere, got "
+                             f"{foreground_position!r}")
         self.patch_size = tuple(int(p) for p in patch_size)
         self.foreground_fraction = foreground_fraction
         self.augmentation = augmentation or Augmentation.from_config(None, flip_prob)
         self.label_fill = int(label_fill)
+        self.foreground_position = foreground_position
+
     def start(
         self,
         shape: Sequence[int],
@@ -63,6 +72,9 @@ class PatchSampler:
                 start.append(-((patch - size) // 2))
             elif centre is None:
                 start.append(int(rng.integers(0, size - patch + 1)))
+            elif self.foreground_position == "anywhere":  # any corner that keeps the voxel in
+                low, high = max(0, centre[axis] - patch + 1), min(size - patch, centre[axis])
+                start.append(int(rng.integers(low, high + 1)))
             else:  # keep the chosen voxel inside while staying inside the volume
                 start.append(int(np.clip(centre[axis] - patch // 2, 0, size - patch)))
         return tuple(start)

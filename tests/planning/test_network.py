@@ -1,11 +1,13 @@
 """Patch, batch, normalisation and topology fitted to a memory budget."""
 
+import functools
 import math
 
 import pytest
 import torch
 
 from volseg.models import DynamicUNet
+from volseg.planning.memory import estimate_training_memory
 from volseg.planning.network import initial_patch, plan_network
 
 SMALL = {"base_features": 4, "max_features": 16}
@@ -43,6 +45,12 @@ def test_small_cases_fit_whole_and_the_batch_covers_five_percent_of_the_dataset(
     assert plan.batch_size == round(0.05 * cases) == 10
     assert plan.norm == "batch"  # 8 patches or more per step
     assert plan.memory.training <= 2 * 2**30
+    # The memory is counted for the network it trains: with BatchNorm, at that batch.
+    network = functools.partial(DynamicUNet, 1, 2, plan.features, plan.topology.strides,
+                                plan.topology.kernel_sizes, 2, deep_supervision=True)
+    batch_norm = estimate_training_memory(functools.partial(network, norm="batch"), 1,
+                                          plan.patch_size, plan.batch_size)
+    assert plan.memory.training == batch_norm.training
 
 
 def test_few_cases_keep_the_smallest_batch_and_instance_norm():

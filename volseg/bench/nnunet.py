@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
+
 from volseg.bench.machine import machine_description
 from volseg.bench.report import write_report
 
@@ -230,7 +232,6 @@ def run_volseg(raw: Path, work: Path, overrides: Sequence[str], steps: int | Non
     result = ToolResult("volseg", "steps" if seconds is None else "time", steps)
     result.plan_s, _ = measured([*volseg, "plan", *overrides, *options],
                                 log=work / "volseg_plan.log")
-    import yaml
 
     planned = yaml.safe_load(plan_file.read_text())
     batch = planned["data"]["batch_size"]

@@ -151,8 +151,15 @@ def plan_network(
     fits = int((budget - fixed) // per_patch)
     covers = round(dataset_voxels * MAX_DATASET_FRACTION / math.prod(topology.patch_size))
     batch_size = max(min_batch, min(fits, covers))
-    if batch_size != min_batch:
-        memory = estimate_training_memory(build, in_channels, topology.patch_size, batch_size)
     norm = "batch" if batch_size >= BATCH_NORM_MIN_BATCH else "instance"
+    # Counted with the norm the plan trains with (the fit above used instance norm); should
+    # BatchNorm's saved tensors not fit, a smaller batch is tried, down to the minimum.
+    while batch_size != min_batch or norm != "instance":
+        memory = estimate_training_memory(functools.partial(build, norm=norm), in_channels,
+                                          topology.patch_size, batch_size)
+        if memory.training <= budget or batch_size == min_batch:
+            break
+        batch_size -= 1
+        norm = "batch" if batch_size >= BATCH_NORM_MIN_BATCH else "instance"
     return NetworkPlan(topology, features, batch_size, norm, deep_supervision, memory,
                        gpu_memory_gb)

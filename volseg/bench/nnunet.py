@@ -39,7 +39,7 @@ from pathlib import Path
 import yaml
 
 from volseg.bench.machine import machine_description
-from volseg.bench.report import write_report
+from volseg.bench.report import rerun_command, write_report
 
 DATASET_ID = 987
 # nnU-Net's default trainer: 250 training and 50 validation iterations per epoch.
@@ -374,12 +374,9 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(results, class_names)
     print(f"{machine}\n\n{table}")
     if args.markdown:
-        command = " ".join(["volseg bench nnunet", f"--epochs {args.epochs}",
-                            f"--iterations {args.iterations}", f"--budget {args.budget}",
-                            f"--device {args.device}", f"--workers {args.workers}",
-                            *([f"--gpu-memory-gb {args.gpu_memory_gb}"]
-                              if args.gpu_memory_gb is not None else []),
-                            *(f"--override {o}" for o in args.override)])
+        command = rerun_command("nnunet", args, ("epochs", "iterations", "budget", "device",
+                                                 "workers", "gpu_memory_gb"),
+                                repeated=("override",))
         write_report(args.markdown, "volseg against nnU-Net v2", command, machine,
                      __doc__.split("\n\n", 1)[1], table)
     return 0

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from volseg.bench.machine import machine_description
-from volseg.bench.report import write_report
+from volseg.bench.report import rerun_command, write_report
 
 
 @dataclass
@@ -171,10 +171,8 @@ def run(args: argparse.Namespace) -> int:
     table = format_table(results)
     print(f"{machine}\n{setting}\n\n{table}")
     if args.markdown:
-        command = " ".join(["volseg bench train", f"--steps {args.steps}",
-                            f"--warmup {args.warmup}", f"--device {args.device}",
-                            f"--precision {args.precision}",
-                            *(f"--override {o}" for o in args.override)])
+        command = rerun_command("train", args, ("steps", "warmup", "device", "precision"),
+                                repeated=("override",))
         write_report(args.markdown, "Training-loop benchmark", command,
                      f"{machine}\n\n{setting}", __doc__.split("\n\n", 1)[1], table)
     return 0

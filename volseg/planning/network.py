@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from volseg.inference.norm_checks import MIN_BATCH_NORM_PATCHES
 from volseg.models.dynamic_unet import DynamicUNet
 from volseg.planning.memory import PARAMETER_COPIES, MemoryEstimate, estimate_training_memory
 from volseg.planning.topology import MIN_FEATURE_MAP, Topology, level_features, plan_topology
@@ -32,9 +33,6 @@ from volseg.planning.topology import MIN_FEATURE_MAP, Topology, level_features, 
 # nnU-Net's starting patch (voxels) and the share of the dataset one batch may cover.
 INITIAL_PATCH_VOXELS = 256**3
 MAX_DATASET_FRACTION = 0.05
-# Below this many patches per device BatchNorm's batch statistics are unreliable (the training
-# warning `volseg.inference.norm_checks` uses the same bound).
-BATCH_NORM_MIN_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -151,15 +149,22 @@ def plan_network(
     fits = int((budget - fixed) // per_patch)
     covers = round(dataset_voxels * MAX_DATASET_FRACTION / math.prod(topology.patch_size))
     batch_size = max(min_batch, min(fits, covers))
-    norm = "batch" if batch_size >= BATCH_NORM_MIN_BATCH else "instance"
-    # Counted with the norm the plan trains with (the fit above used instance norm); should
-    # BatchNorm's saved tensors not fit, a smaller batch is tried, down to the minimum.
-    while batch_size != min_batch or norm != "instance":
-        memory = estimate_training_memory(functools.partial(build, norm=norm), in_channels,
-                                          topology.patch_size, batch_size)
-        if memory.training <= budget or batch_size == min_batch:
-            break
+
+    def step_memory(batch: int) -> MemoryEstimate:
+        # counted with the norm the plan trains with at that batch (the fit above used
+        # DynamicUNet's default, instance norm)
+        return estimate_training_memory(functools.partial(build, norm=norm_for(batch)),
+                                        in_channels, topology.patch_size, batch)
+
+    memory = step_memory(batch_size)
+    while memory.training > budget and batch_size > min_batch:  # BatchNorm's own tensors
         batch_size -= 1
-        norm = "batch" if batch_size >= BATCH_NORM_MIN_BATCH else "instance"
-    return NetworkPlan(topology, features, batch_size, norm, deep_supervision, memory,
-                       gpu_memory_gb)
+        memory = step_memory(batch_size)
+    return NetworkPlan(topology, features, batch_size, norm_for(batch_size), deep_supervision,
+                       memory, gpu_memory_gb)
+
+
+def norm_for(batch_size: int) -> str:
+    """Instance norm below `MIN_BATCH_NORM_PATCHES` patches per step, BatchNorm from there."""
+    return "batch" if batch_size >= MIN_BATCH_NORM_PATCHES else "instance"
+

@@ -2,11 +2,13 @@
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import CONF_DIR, compose_config
 
@@ -78,3 +80,58 @@ def test_public_keys_exist(tmp_path):
 def test_predict_config_composes(tmp_path):
     cfg = compose_config("predict", tmp_path, ["ckpt_path=a.ckpt", "input=in", "output=out"])
     assert (cfg.ckpt_path, cfg.input, cfg.output, cfg.device) == ("a.ckpt", "in", "out", "auto")
+
+
+# --- each setting written once ------------------------------------------------------------------
+
+DATA_OPTIONS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml") if p.stem != "base")
+
+
+def _inherited(name: str) -> DictConfig:
+    """What ``data/<name>.yaml`` would be with nothing of its own: its defaults chain merged,
+    interpolations kept."""
+    own = OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml")
+    parents = [entry for entry in own.get("defaults", []) if entry != "_self_"]
+    assert len(parents) == 1, f"data/{name}.yaml extends {parents}, expected one config"
+    parent = OmegaConf.load(CONF_DIR / "data" / f"{parents[0]}.yaml")
+    if parents[0] == "base":
+        return parent
+    return OmegaConf.merge(_inherited(parents[0]), parent)
+
+
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    return {key: value for name, child in node.items()
+            for key, value in _leaves(child, f"{prefix}.{name}" if prefix else name).items()}
+
+
+@pytest.mark.parametrize("name", DATA_OPTIONS)
+def test_a_data_config_writes_only_what_differs_from_the_config_it_extends(name):
+    own = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / f"{name}.yaml"))
+    inherited = _leaves(OmegaConf.to_container(_inherited(name)))
+    own.pop("defaults")
+    restated = {key: value for key, value in _leaves(own).items()
+                if key in inherited and inherited[key] == value}
+    assert restated == {}, f"data/{name}.yaml restates what it extends"
+
+
+@pytest.mark.parametrize("name", DATA_OPTIONS)
+def test_every_data_option_has_every_setting_of_the_base(name, tmp_path):
+    base = set(_leaves(OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "base.yaml"))))
+    cfg = compose_config("train", tmp_path, [f"data={name}"])
+    assert base - set(_leaves({"data": OmegaConf.to_container(cfg.data)})) == set()
+
+
+def test_num_classes_is_the_number_of_class_names(tmp_path):
+    cfg = compose_config("train", tmp_path, ["data=kits23", "data.layout.drop_cyst=false",
+                                             "data.class_names=[background,kidney,tumor,cyst]"])
+    assert (cfg.data.num_classes, cfg.model.out_channels) == (4, 4)
+
+
+@pytest.mark.parametrize("loss", sorted(p.stem for p in (CONF_DIR / "loss").glob("*.yaml")))
+def test_every_loss_ignores_the_label_the_data_marks_unannotated(loss, tmp_path):
+    cfg = compose_config("train", tmp_path, [f"loss={loss}", "data.ignore_index=7"])
+    built = instantiate(cfg.loss)
+    values = {part.ignore_index for part in built.modules() if hasattr(part, "ignore_index")}
+    assert values == {7}

@@ -41,6 +41,7 @@ import yaml
 
 from volseg.atomic import atomic_path, write_csv
 from volseg.bench.report import write_report
+from volseg.runs import METRICS_JSON
 from volseg.sweep.study_report import write_study_report
 
 FOLD_KEY = "data.fold"
@@ -73,7 +74,7 @@ def find_job_dirs(path: str | Path) -> list[Path]:
 
 
 def _is_run(path: Path) -> bool:
-    return (path / ".hydra").is_dir() or (path / "metrics.json").is_file()
+    return (path / ".hydra").is_dir() or (path / METRICS_JSON).is_file()
 
 
 def load_runs(*paths: str | Path) -> list[dict[str, Any]]:
@@ -122,7 +123,7 @@ def _read_overrides(job: Path) -> list[str]:
 
 
 def _read_metrics(job: Path) -> dict[str, Any]:
-    path = job / "metrics.json"
+    path = job / METRICS_JSON
     if not path.is_file():
         return {}
     try:

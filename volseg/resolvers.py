@@ -1,8 +1,9 @@
 """OmegaConf resolvers the configs use; registered when volseg is imported.
 
 ``${dataset_json:<root>,<key>}`` reads a setting off a task's ``dataset.json``
-(conf/data/decathlon.yaml). ``import volseg`` imports this module, so a resolver here imports
-anything heavy only when it runs.
+(conf/data/decathlon.yaml); ``${len:<list>}`` counts a list (conf/data/base.yaml).
+``import volseg`` imports this module, so a resolver here imports anything heavy only when it
+runs.
 
 Also where ``ckpt_path`` is turned into a checkpoint and a run folder: the Hydra run folder is
 chosen (``${resume_dir:...}`` in conf/hydra/default.yaml) before any training code runs, so
@@ -16,6 +17,8 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
+
+from volseg.runs import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 LAST = "last"  # ckpt_path value: the newest run of this task that saved checkpoints/last.ckpt
 
@@ -31,6 +34,9 @@ def register_resolvers() -> None:
 
     ``${dataset_json:root,key}``: ``num_classes``, ``in_channels`` or ``class_names`` from
     ``<root>/dataset.json`` (see `dataset_json`).
+
+    ``${len:list}``: the length of a list (conf/data/base.yaml: ``num_classes`` is the number
+    of ``class_names``).
     """
     # Cached: Hydra hands a sweep's resolver cache to jobs that submitit runs in other processes,
     # so they resolve hydra.sweep.dir to the same folder instead of one per job.
@@ -39,6 +45,7 @@ def register_resolvers() -> None:
     OmegaConf.register_new_resolver("resume_dir", resume_dir, replace=True)
     # Not cached: an edited dataset.json counts at the next resolution.
     OmegaConf.register_new_resolver("dataset_json", dataset_json, replace=True)
+    OmegaConf.register_new_resolver("len", len, replace=True)
 
 
 class ResolverError(InterpolationResolutionError):
@@ -79,7 +86,7 @@ def find_last_checkpoint(runs_dir: str | Path) -> Path:
     Raises:
         FileNotFoundError: no run there has one.
     """
-    candidates = list(Path(runs_dir).glob("*/checkpoints/last.ckpt"))
+    candidates = list(Path(runs_dir).glob(f"*/{CHECKPOINT_DIR}/{LAST_CHECKPOINT}"))
     if not candidates:
         raise FileNotFoundError(
             f"ckpt_path=last: no run under {runs_dir} has checkpoints/last.ckpt"
@@ -122,6 +129,6 @@ def resume_dir(new_dir: str, ckpt_path: str | None, train: bool, runs_dir: str) 
         # asserts, and the user reads 100 lines of its internals); SystemExit passes through
         # OmegaConf and Hydra and prints just the message, with exit status 1.
         raise SystemExit(str(error)) from None
-    if checkpoint.parent.name != "checkpoints":
+    if checkpoint.parent.name != CHECKPOINT_DIR:
         return new_dir
     return str(checkpoint.parent.parent)

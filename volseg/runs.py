@@ -22,6 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from volseg.atomic import atomic_path
 
+# The run folder's file names: spelt here only; the checkpoint folder is also
+# conf/callbacks/default.yaml's `dirpath` (``${paths.output_dir}/checkpoints``).
+METRICS_JSON = "metrics.json"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"  # in CHECKPOINT_DIR
 RESOLVED_CONFIG = "config.yaml"
 # Written by `volseg.engine.history.TrainingHistory`.
 HISTORY_JSON = "history.json"
@@ -78,8 +83,13 @@ class Run:
         best = self.metrics.get("best_model_path")
         if best and Path(best).is_file():
             return Path(best)
-        last = self.path / "checkpoints" / "last.ckpt"
+        last = last_checkpoint(self.path)
         return last if last.is_file() else None
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    """Where ``run_dir`` keeps its newest state: ``<run_dir>/checkpoints/last.ckpt``."""
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -91,7 +101,7 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such run folder")
-    metrics_file = path / "metrics.json"
+    metrics_file = path / METRICS_JSON
     metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() \
         else {}
     config = None
@@ -105,5 +115,6 @@ def load_run(run_dir: str | Path) -> Run:
     return Run(path=path, metrics=metrics, history=history, config=config)
 
 
-__all__ = ["HISTORY_CSV", "HISTORY_JSON", "HISTORY_PNG", "RESOLVED_CONFIG", "Run", "load_run",
+__all__ = ["CHECKPOINT_DIR", "HISTORY_CSV", "HISTORY_JSON", "HISTORY_PNG", "LAST_CHECKPOINT",
+           "METRICS_JSON", "RESOLVED_CONFIG", "Run", "last_checkpoint", "load_run",
            "write_resolved_config"]

@@ -1,10 +1,12 @@
 """A short real training run on the synthetic dataset, end to end."""
 
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -157,3 +159,47 @@ def test_sparse_annotation_without_ignore_index_is_refused(tmp_path, shared_data
     # Hydra wraps the constructor's ValueError; its message names the key.
     with pytest.raises(InstantiationException, match="data.ignore_index"):
         instantiate(cfg.data)
+
+
+class CountValidationRounds(pl.Callback):
+    """Appends the trainer's stage (``fit``, ``validate``) to ``path`` at each validation round."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            with self.path.open("a") as file:
+                file.write(f"{trainer.state.fn.value}\n")
+
+
+def _counted_run(tmp_path: Path, data_dir: Path, *overrides: str) -> tuple[dict, list[str]]:
+    from tests.conftest import FAST, compose_config
+
+    rounds = tmp_path / "rounds.txt"
+    counter = (f"+callbacks.count={{_target_: {__name__}.CountValidationRounds, "
+               f"path: '{rounds}'}}")
+    cfg = compose_config("train", tmp_path, [*FAST, counter, *overrides], data_dir=data_dir)
+    metrics = volseg.train(cfg)
+    return metrics, rounds.read_text().split()
+
+
+def test_a_best_checkpoint_from_the_last_round_is_not_validated_again(tmp_path,
+                                                                      shared_data_dir):
+    metrics, rounds = _counted_run(tmp_path / "trained", shared_data_dir,
+                                   "trainer.max_epochs=1")
+    assert rounds == ["fit"]
+    again, _ = _counted_run(tmp_path / "again", shared_data_dir, "train=false",
+                            f"ckpt_path={metrics['best_model_path']}")
+    validated = {k: v for k, v in again.items() if k.startswith("val/")}
+    # The same keys (no smoothed value) and the same numbers as validating it again.
+    assert {k: v for k, v in metrics.items() if k.startswith("val/")} == pytest.approx(validated)
+
+
+def test_a_best_checkpoint_from_an_earlier_round_is_validated_again(tmp_path, shared_data_dir):
+    # Monitoring the step with mode=min keeps the first round's checkpoint as the best.
+    metrics, rounds = _counted_run(tmp_path, shared_data_dir, "trainer.max_epochs=2",
+                                   "callbacks.model_checkpoint.monitor=step",
+                                   "callbacks.model_checkpoint.mode=min")
+    assert rounds == ["fit", "fit", "validate"]
+    assert metrics["best_model_path"].endswith("epoch_000.ckpt")

@@ -54,7 +54,7 @@ CONFIGS = {
     "tversky": TverskyLoss,
     "weighted_sum": WeightedSum,
 }
-CONFIG_CHOICES = {"sparse_ce": {"class_weights": "balanced", "ignore_index": 255}}
+CONFIG_CHOICES = {"sparse_ce": {"class_weights": "balanced"}}
 
 
 def _sparse_inputs(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ from volseg.metrics import (
     HausdorffDistanceMetric,
     SurfaceDiceMetric,
     hausdorff_distance,
+    update_surface_metrics,
 )
 
 
@@ -141,3 +142,38 @@ def test_volume_similarity_mean_over_cases_skips_absent_classes() -> None:
     metric.update(pred, target)
     assert metric.per_class().tolist() == pytest.approx([(0.5 + 1.0) / 2, 0.0])
     assert metric.count.tolist() == [2, 1]
+
+
+def test_surface_metrics_updated_together_equal_each_alone_from_one_distance_pass(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import volseg.metrics.surface as surface
+
+    def build() -> list:
+        return [HausdorffDistanceMetric(3, percentile=95),
+                HausdorffDistanceMetric(3, percentile=None),
+                AverageSurfaceDistanceMetric(3), SurfaceDiceMetric(3, tolerance_mm=1.0)]
+
+    rng = np.random.default_rng(0)
+    pred = torch.from_numpy(rng.integers(0, 3, (2, 10, 9, 8)))
+    target = torch.from_numpy(rng.integers(0, 3, (2, 10, 9, 8)))
+    target[1][target[1] == 2] = 0  # class 2 in one mask only: the empty-mask penalty path
+    spacing = (1.5, 1.0, 2.0)
+    alone, together = build(), build()
+    for metric in alone:
+        metric.update(pred, target, spacing)
+    calls = []
+    counted = surface.surface_distances
+    monkeypatch.setattr(surface, "surface_distances",
+                        lambda *a, **k: calls.append(1) or counted(*a, **k))
+    update_surface_metrics(together, pred, target, spacing)
+    assert len(calls) == 2 * 2  # cases x foreground classes, not x 4 metrics
+    for one, shared in zip(alone, together, strict=True):
+        assert torch.equal(one.compute(), shared.compute())
+
+
+def test_surface_metrics_updated_together_must_score_the_same_classes() -> None:
+    with pytest.raises(ValueError, match="same classes"):
+        update_surface_metrics([HausdorffDistanceMetric(3), SurfaceDiceMetric(2, 1.0)],
+                               torch.zeros(1, 4, 4, 4, dtype=torch.long),
+                               torch.zeros(1, 4, 4, 4, dtype=torch.long))

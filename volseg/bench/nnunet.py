@@ -40,6 +40,7 @@ import yaml
 
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command, write_report
+from volseg.runs import METRICS_JSON
 
 DATASET_ID = 987
 # nnU-Net's default trainer: 250 training and 50 validation iterations per epoch.
@@ -251,7 +252,7 @@ def run_volseg(raw: Path, work: Path, overrides: Sequence[str], steps: int | Non
          "trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"],
         log=work / "volseg_train.log")
     run = max((folder / "outputs" / "train" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / METRICS_JSON).read_text())
     result.steps = metrics["epochs"] * per_epoch  # whole epochs: the time budget stops mid-way
     checkpoint = metrics["best_model_path"]
     predictions = work / "volseg_predictions"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command, write_report
+from volseg.runs import HISTORY_CSV, METRICS_JSON
 
 PHANTOMS = {"synthetic": "data=synthetic", "synthetic_mri": "data=synthetic_mri"}
 # Each recipe pins what differs from today's shipped defaults, so it reruns as it was measured.
@@ -103,8 +104,8 @@ def curve_drops(rows: Sequence[dict[str, str]]) -> tuple[float, float]:
 
 def summarize(folder: Path) -> dict:
     """One run's figures, read from its ``metrics.json`` and ``history.csv``."""
-    metrics = json.loads((folder / "metrics.json").read_text())
-    with open(folder / "history.csv", newline="") as table:
+    metrics = json.loads((folder / METRICS_JSON).read_text())
+    with open(folder / HISTORY_CSV, newline="") as table:
         mean_drop, class_drop = curve_drops(list(csv.DictReader(table)))
     dice = {key.removeprefix("test/dice_"): value for key, value in metrics.items()
             if key.startswith("test/dice_") and "_region_" not in key}
@@ -174,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         for recipe in args.recipes:
             for seed in args.seeds:
                 folder = run_folder(out, phantom, recipe, seed)
-                if not (folder / "metrics.json").is_file():
+                if not (folder / METRICS_JSON).is_file():
                     if args.existing:
                         continue
                     train(folder, phantom, recipe, seed, args.override)

@@ -10,6 +10,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.trainer.states import TrainerFn
 
 from volseg.atomic import atomic_path
 
@@ -33,11 +34,47 @@ class BestCheckpoint(ModelCheckpoint):
     Its checkpoint state is a plain ModelCheckpoint's, under the same key: checkpoints saved
     with either restore into either. Every ModelCheckpoint argument (``monitor``, ``mode``,
     ``save_top_k``, ...) works as there.
+
+    It also tells whether the best checkpoint holds the weights the latest validation round
+    scored (`best_is_latest_validation`): then that round's metrics are the best checkpoint's,
+    and `volseg.engine.train` need not validate it again.
     """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._moved_state: dict[str, Any] | None = None  # restored from another dirpath
+        # Global steps of this fit's latest validation round and latest new best.
+        self._validated_at: int | None = None
+        self._best_saved_at: int | None = None
+
+    @property
+    def best_is_latest_validation(self) -> bool:
+        """Whether this fit's latest validation round scored the weights the best checkpoint
+        holds: it saved a new best after that round, before any further training step."""
+        return self._best_saved_at is not None and self._best_saved_at == self._validated_at
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        fitting = not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING
+        if fitting:
+            self._validated_at = trainer.global_step
+        self._track_new_best(trainer, fitting, super().on_validation_end, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning saves here, right after the epoch's validation, when validation runs at
+        # the end of every epoch.
+        self._track_new_best(trainer, True, super().on_train_epoch_end, pl_module)
+
+    def _track_new_best(self, trainer: pl.Trainer, fitting: bool, save: Any,
+                        pl_module: pl.LightningModule) -> None:
+        before = self._best()
+        save(trainer, pl_module)
+        # A new best is strictly better than the old (or the first): its path or score moves.
+        if fitting and self._best() != before:
+            self._best_saved_at = trainer.global_step
+
+    def _best(self) -> tuple[str, str]:
+        score = self.best_model_score
+        return self.best_model_path, "" if score is None else repr(float(score))
 
     @property
     def state_key(self) -> str:

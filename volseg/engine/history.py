@@ -124,7 +124,8 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
     """Two panels, loss and Dice against epoch, written as a PNG (atomically).
 
     Loss: ``train/loss_epoch`` and ``val/loss``. Dice: ``val/dice`` (the mean over foreground
-    classes, thick) and every ``val/dice_<class>``. Epochs are 1-based on the axis, as the
+    classes, thick), the smoothed and post-processed means when logged (dashed), and every
+    ``val/dice_<class>``. Epochs are 1-based on the axis, as the
     progress bar counts them.
     """
     # The object API with an Agg canvas: no pyplot state, no display needed.
@@ -132,22 +133,34 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    # Fixed margins, not a layout engine: "constrained" costs a quarter of a second per run,
+    # and these two panels always have the same furniture.
+    figure = Figure(figsize=(10, 4))
     FigureCanvasAgg(figure)
     loss_axes, dice_axes = figure.subplots(1, 2)
     for key, label in (("train/loss_epoch", "train"), ("val/loss", "validation")):
         epochs, values = _series(rows, key)
         if values:
             loss_axes.plot([e + 1 for e in epochs], values, marker="o", label=label)
+    # Means over the classes: the plain one thick, the smoothed and post-processed ones (not
+    # classes, though their keys look like it) thin black lines, dashed and dotted.
+    means = {"val/dice": ("mean", "-"), "val/dice_ema": ("mean, smoothed", "--"),
+             "val/dice_postprocessed": ("mean, post-processed", ":")}
     dice_keys = [k for k in dict.fromkeys(k for row in rows for k in row)
-                 if k.startswith("val/dice_") and "_region_" not in k]
-    for key in ["val/dice", *dice_keys]:
+                 if k.startswith("val/dice_") and "_region_" not in k and k not in means]
+    for key in [*means, *dice_keys]:
         epochs, values = _series(rows, key)
-        if values:
-            mean = key == "val/dice"
-            dice_axes.plot([e + 1 for e in epochs], values, marker="o",
-                           linewidth=2.5 if mean else 1.2, color="black" if mean else None,
-                           label="mean" if mean else key.removeprefix("val/dice_"))
+        if not values:
+            continue
+        x = [e + 1 for e in epochs]
+        if key in means:
+            label, style = means[key]
+            plain = key == "val/dice"
+            dice_axes.plot(x, values, style, marker="o" if plain else None, color="black",
+                           linewidth=2.5 if plain else 1.2, label=label)
+        else:
+            dice_axes.plot(x, values, marker="o", linewidth=1.2,
+                           label=key.removeprefix("val/dice_"))
     loss_axes.set(title="loss", xlabel="epoch", ylabel="loss")
     dice_axes.set(title="validation Dice", xlabel="epoch", ylabel="Dice", ylim=(0, 1))
     for axes in (loss_axes, dice_axes):
@@ -157,6 +170,8 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
             axes.legend(fontsize="small")
     if title:
         figure.suptitle(title)
+    figure.subplots_adjust(left=0.07, right=0.985, bottom=0.12, top=0.86 if title else 0.91,
+                           wspace=0.22)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

@@ -23,7 +23,9 @@ from volseg.metrics import (
     IoUMetric,
     PerClassMean,
     SurfaceDiceMetric,
+    SurfaceMean,
     VolumeSimilarityMetric,
+    update_surface_metrics,
 )
 from volseg.trusted import check_targets, instantiate_trusted
 
@@ -235,12 +237,18 @@ class SegmentationModule(pl.LightningModule):
                 (r, torch.tensor(v, device=pred.device)) for r, v in self.regions.items()
             )
         }
+        surface_groups: dict[str, list[SurfaceMean]] = {}
         for name, metric in metrics.items():
             kind, _, region = name.partition("_region_")
-            if not surface and kind in SURFACE_METRICS:
+            if kind in SURFACE_METRICS:
+                if surface:
+                    surface_groups.setdefault(region, []).append(metric)
                 continue
-            masks = region_masks[region] if region else (pred, target)
-            metric.update(*masks, spacing)
+            metric.update(*(region_masks[region] if region else (pred, target)), spacing)
+        # HD95, surface Dice, ...: one surface-distance computation per case and class.
+        for region, group in surface_groups.items():
+            update_surface_metrics(group, *(region_masks[region] if region else (pred, target)),
+                                   spacing)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.net(image.contiguous(memory_format=self.memory_format))

@@ -150,7 +150,8 @@ class PostprocessingSelector(pl.Callback):
         pl_module.log("val/dice_postprocessed", choice["dice_after"])
 
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # `volseg train` validates a checkpoint right before testing it; loading it again for
+        # `volseg train` validates a checkpoint right before testing it (or its fit's last
+        # round did, when that round saved it as the best); loading it again for
         # the test restored the choice saved in it, which predates that validation when the
         # checkpoint came from elsewhere (`train=false ckpt_path=...`).
         if self.choice is not None:

@@ -101,9 +101,10 @@ class HyperparameterLogger(pl.Callback):
     """The hparams tab: the module's hyperparameters with the run's final metrics, once.
 
     Final means the last stage the run has: `volseg.engine.train.train` fits, validates the
-    best checkpoint, then tests it, so with ``wait_for_test`` the record is written when the
-    test ends, holding the last validation's and the test's metrics; without it, when fit
-    ends. TensorBoard keeps the first hparams record of a run, hence one write.
+    best checkpoint again unless the last round of the fit already scored it, then tests it,
+    so with ``wait_for_test`` the record is written when the test ends, holding the last
+    validation's (the best checkpoint's) and the test's metrics; without it, when fit ends.
+    TensorBoard keeps the first hparams record of a run, hence one write.
 
     The metrics are stored under ``hparams/<name>`` (``hparams/val/dice``), so the
     ``val/dice`` curve gets no extra point.

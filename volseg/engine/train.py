@@ -22,10 +22,12 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
 from volseg.atomic import write_json
+from volseg.engine.best_checkpoint import BestCheckpoint
 from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
+from volseg.engine.smoothed_metric import SmoothedMetric
 from volseg.resolvers import LAST, resolve_ckpt_path
-from volseg.runs import metric_value, write_resolved_config
+from volseg.runs import METRICS_JSON, last_checkpoint, metric_value, write_resolved_config
 from volseg.sweep.pruning import OptunaPruning
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         print_config_tree(cfg)
         write_resolved_config(cfg, cfg.paths.output_dir)
     ckpt_path = cfg.get("ckpt_path")
-    own_last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    own_last = last_checkpoint(cfg.paths.output_dir)
     if ckpt_path == LAST and cfg.get("train", True) and own_last.is_file():
         # Hydra already chose that run's folder for ckpt_path=last (resume_dir): take its
         # checkpoint instead of searching again, as each DDP rank would, each on its own.
@@ -95,8 +97,13 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("train=false needs ckpt_path=<checkpoint> to evaluate")
 
     metrics: dict[str, Any] = {}
-    metrics.update(_floats(trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path,
-                                            weights_only=True)))
+    if cfg.get("train", True) and _best_is_latest_validation(trainer, ckpt_path):
+        # The last round scored the best checkpoint's weights: validating it again would
+        # repeat that round to the digit, at the cost of a whole validation pass.
+        metrics.update(_latest_validation(trainer))
+    else:
+        metrics.update(_floats(trainer.validate(module, datamodule=datamodule,
+                                                ckpt_path=ckpt_path, weights_only=True)))
     if cfg.get("test", True):
         metrics.update(_floats(trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path,
                                             weights_only=True)))
@@ -108,8 +115,8 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         wall_time_s=round(time.perf_counter() - started, 1),
     )
     if trainer.is_global_zero:  # every DDP rank has the same, synced metrics
-        write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
-        log.info("metrics written to %s", Path(cfg.paths.output_dir) / "metrics.json")
+        write_json(metrics, Path(cfg.paths.output_dir) / METRICS_JSON)
+        log.info("metrics written to %s", Path(cfg.paths.output_dir) / METRICS_JSON)
     return metrics
 
 
@@ -122,7 +129,7 @@ def _pruned(cfg: DictConfig, trainer: pl.Trainer, module: SegmentationModule,
                "parameters": sum(p.numel() for p in module.net.parameters() if p.requires_grad),
                "wall_time_s": round(time.perf_counter() - started, 1)}
     if trainer.is_global_zero:
-        write_json(metrics, Path(cfg.paths.output_dir) / "metrics.json")
+        write_json(metrics, Path(cfg.paths.output_dir) / METRICS_JSON)
     return metrics
 
 
@@ -173,7 +180,7 @@ def write_failure(error: BaseException, output_dir: str | Path, wall_time_s: flo
         error = error.__cause__
     message = str(error).splitlines()[0] if str(error) else ""
     write_json({"status": "failed", "error": f"{type(error).__name__}: {message}".rstrip(": "),
-                "wall_time_s": round(wall_time_s, 1)}, Path(output_dir) / "metrics.json")
+                "wall_time_s": round(wall_time_s, 1)}, Path(output_dir) / METRICS_JSON)
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
@@ -188,6 +195,21 @@ def build_module(cfg: DictConfig, datamodule: Any) -> SegmentationModule:
         module_cfg, preprocessing=datamodule.preprocessor.to_dict(), _recursive_=False,
         _convert_="all",
     )
+
+
+def _best_is_latest_validation(trainer: pl.Trainer, ckpt_path: str | None) -> bool:
+    best = trainer.checkpoint_callback
+    return (isinstance(best, BestCheckpoint) and best.best_is_latest_validation
+            and ckpt_path == best.best_model_path)
+
+
+def _latest_validation(trainer: pl.Trainer) -> dict[str, float | None]:
+    """The latest validation round's ``val/`` metrics, as ``trainer.validate`` would return
+    them: what the module and callbacks logged, without the smoothed values that
+    `SmoothedMetric` publishes during fitting only."""
+    smoothed = {c.name for c in trainer.callbacks if isinstance(c, SmoothedMetric)}
+    return _floats([{name: value for name, value in trainer.callback_metrics.items()
+                     if name.startswith("val/") and name not in smoothed}])
 
 
 def _floats(results: list[dict]) -> dict[str, float | None]:

@@ -7,7 +7,9 @@ from volseg.metrics.accumulators import (
     IoUMetric,
     PerClassMean,
     SurfaceDiceMetric,
+    SurfaceMean,
     VolumeSimilarityMetric,
+    update_surface_metrics,
 )
 from volseg.metrics.overlap import dice, iou, volume_similarity
 from volseg.metrics.surface import (
@@ -25,6 +27,7 @@ __all__ = [
     "IoUMetric",
     "PerClassMean",
     "SurfaceDiceMetric",
+    "SurfaceMean",
     "VolumeSimilarityMetric",
     "average_surface_distance",
     "dice",
@@ -33,5 +36,6 @@ __all__ = [
     "surface_dice",
     "surface_distances",
     "surface_metrics",
+    "update_surface_metrics",
     "volume_similarity",
 ]

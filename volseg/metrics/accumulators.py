@@ -23,12 +23,14 @@ from torchmetrics import Metric
 from volseg.metrics.masks import check_num_classes
 from volseg.metrics.overlap import dice, iou, volume_similarity
 from volseg.metrics.surface import (
+    Reduction,
     Spacing,
-    average_surface_distance,
+    average_reduction,
     check_tolerances,
-    hausdorff_distance,
+    hausdorff_reduction,
+    per_class_surface_values,
+    surface_dice_reduction,
 )
-from volseg.metrics.surface import surface_dice as surface_dice_fn
 
 
 class PerClassMean(Metric):
@@ -60,7 +62,8 @@ class PerClassMean(Metric):
         """Per-case values ``(N, K)``, NaN where undefined."""
         raise NotImplementedError
 
-    def update(self, pred: Tensor, target: Tensor, spacing: Spacing = None) -> None:
+    def update(self, pred: Tensor, target: Tensor, spacing: Spacing = None,
+               values: Tensor | None = None) -> None:
         """Add a batch of cases: label maps (N, X, Y, Z) or one-hot (N, C, X, Y, Z).
 
         Args:
@@ -68,8 +71,11 @@ class PerClassMean(Metric):
             target: reference labels.
             spacing: voxel size in mm per array axis, for all cases or one row per case;
                 ``None`` for 1 mm. Overlap metrics ignore it.
+            values: this batch's `values`, when already computed (`update_surface_metrics`).
         """
-        values = self.values(pred, target, spacing).to(self.value_sum.device, torch.float64)
+        if values is None:
+            values = self.values(pred, target, spacing)
+        values = values.to(self.value_sum.device, torch.float64)
         defined = ~torch.isnan(values)
         self.value_sum += torch.where(defined, values, 0.0).sum(0)
         self.count += defined.sum(0)
@@ -111,7 +117,54 @@ def _image_diagonals(shape: Sequence[int], spacing: Spacing, num_cases: int) -> 
     return torch.from_numpy(diagonal)[:, None]
 
 
-class _DistanceMean(PerClassMean):
+class SurfaceMean(PerClassMean):
+    """Base of the surface-distance accumulators: its per-case values are one reduction
+    (`reduction`) of each case and class's surface distances, then `finish`ed.
+
+    Several of them scoring the same batch share one distance computation through
+    `update_surface_metrics`; ``update`` alone computes the distances for this one.
+    """
+
+    def reduction(self) -> Reduction:
+        """How one case and class's ``(d_PT, d_TP)`` becomes this metric's value."""
+        raise NotImplementedError
+
+    def finish(self, values: Tensor, pred: Tensor, spacing: Spacing) -> Tensor:
+        """The per-case values as accumulated; ``values`` as the reduction gave them."""
+        return values
+
+    def values(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
+        return _surface_values([self], pred, target, spacing)[0]
+
+
+def _surface_values(
+    metrics: Sequence[SurfaceMean], pred: Tensor, target: Tensor, spacing: Spacing
+) -> list[Tensor]:
+    """Each metric's finished per-case values, from one distance computation per case and
+    class. The metrics must score the same classes."""
+    first = metrics[0]
+    if any((m.num_classes, m.include_background) != (first.num_classes,
+                                                      first.include_background)
+           for m in metrics):
+        raise ValueError("surface metrics scored together must score the same classes")
+    reductions = {index: metric.reduction() for index, metric in enumerate(metrics)}
+    values = per_class_surface_values(pred, target, spacing, first.num_classes,
+                                      first.include_background, reductions, {})
+    return [metric.finish(values[index], pred, spacing) for index, metric in enumerate(metrics)]
+
+
+def update_surface_metrics(
+    metrics: Sequence[SurfaceMean], pred: Tensor, target: Tensor, spacing: Spacing = None
+) -> None:
+    """``metric.update(pred, target, spacing)`` for each of ``metrics``, with the surface
+    distances of each case and class computed once for all of them (HD95 and surface Dice of
+    a validation case cost one distance computation, not two)."""
+    for metric, values in zip(metrics, _surface_values(metrics, pred, target, spacing),
+                              strict=True):
+        metric.update(pred, target, spacing, values=values)
+
+
+class _DistanceMean(SurfaceMean):
     """A distance metric, with ``inf`` (class in one mask only) replaced by a penalty."""
 
     higher_is_better = False
@@ -128,11 +181,8 @@ class _DistanceMean(PerClassMean):
             raise ValueError(f"empty_penalty_mm must be >= 0 or None, got {empty_penalty_mm}")
         self.empty_penalty_mm = empty_penalty_mm
 
-    def distances(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
-        raise NotImplementedError
-
-    def values(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
-        values = self.distances(pred, target, spacing).double()
+    def finish(self, values: Tensor, pred: Tensor, spacing: Spacing) -> Tensor:
+        values = values.double()
         if self.empty_penalty_mm is not None:
             penalty = torch.full_like(values, self.empty_penalty_mm)
         else:
@@ -167,16 +217,8 @@ class HausdorffDistanceMetric(_DistanceMean):
         self.percentile = percentile
         self.pooled = pooled
 
-    def distances(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
-        return hausdorff_distance(
-            pred,
-            target,
-            spacing,
-            self.percentile,
-            pooled=self.pooled,
-            num_classes=self.num_classes,
-            include_background=self.include_background,
-        )
+    def reduction(self) -> Reduction:
+        return hausdorff_reduction(self.percentile, self.pooled)
 
 
 class AverageSurfaceDistanceMetric(_DistanceMean):
@@ -189,17 +231,11 @@ class AverageSurfaceDistanceMetric(_DistanceMean):
         **kwargs: passed to ``torchmetrics.Metric``.
     """
 
-    def distances(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
-        return average_surface_distance(
-            pred,
-            target,
-            spacing,
-            num_classes=self.num_classes,
-            include_background=self.include_background,
-        )
+    def reduction(self) -> Reduction:
+        return average_reduction(symmetric=True)
 
 
-class SurfaceDiceMetric(PerClassMean):
+class SurfaceDiceMetric(SurfaceMean):
     """Per-class mean normalised surface Dice at ``tolerance_mm`` over cases.
 
     Args:
@@ -228,15 +264,8 @@ class SurfaceDiceMetric(PerClassMean):
         check_tolerances(tolerance_mm, len(self.value_sum))
         self.tolerance_mm = tolerance_mm
 
-    def values(self, pred: Tensor, target: Tensor, spacing: Spacing) -> Tensor:
-        return surface_dice_fn(
-            pred,
-            target,
-            spacing,
-            self.tolerance_mm,
-            num_classes=self.num_classes,
-            include_background=self.include_background,
-        )
+    def reduction(self) -> Reduction:
+        return surface_dice_reduction(self.tolerance_mm, len(self.value_sum))
 
 
 class VolumeSimilarityMetric(PerClassMean):

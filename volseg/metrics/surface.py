@@ -163,7 +163,8 @@ def _percentile(distances: np.ndarray, percentile: float | None) -> float:
     return float(np.percentile(distances, percentile))
 
 
-def _hausdorff(percentile: float | None, pooled: bool) -> Reduction:
+def hausdorff_reduction(percentile: float | None, pooled: bool) -> Reduction:
+    """HD (``percentile=None``) or a percentile HD of one case and class's distances."""
     if percentile is not None and not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100] or None, got {percentile}")
 
@@ -175,7 +176,8 @@ def _hausdorff(percentile: float | None, pooled: bool) -> Reduction:
     return reduce, np.inf
 
 
-def _average(symmetric: bool) -> Reduction:
+def average_reduction(symmetric: bool) -> Reduction:
+    """ASSD (``symmetric``) or the mean distance from the prediction's surface."""
     def reduce(d_pt: np.ndarray, d_tp: np.ndarray, column: int) -> float:
         if not symmetric:
             return float(d_pt.mean())
@@ -203,7 +205,8 @@ def check_tolerances(tolerance_mm: float | Sequence[float], num_columns: int) ->
     return np.broadcast_to(tolerances, (num_columns,))
 
 
-def _surface_dice(tolerance_mm: float | Sequence[float], num_columns: int) -> Reduction:
+def surface_dice_reduction(tolerance_mm: float | Sequence[float], num_columns: int) -> Reduction:
+    """Surface Dice at ``tolerance_mm`` (one value, or one per scored class)."""
     tolerances = check_tolerances(tolerance_mm, num_columns)
 
     def reduce(d_pt: np.ndarray, d_tp: np.ndarray, column: int) -> float:
@@ -241,7 +244,7 @@ def _num_columns(
     return num_classes if include_background else num_classes - 1
 
 
-def _per_class(
+def per_class_surface_values(
     pred: Tensor | np.ndarray,
     target: Tensor | np.ndarray,
     spacing: Spacing,
@@ -250,8 +253,11 @@ def _per_class(
     reductions: dict[str, Reduction],
     both_empty: Mapping[str, float],
 ) -> dict[str, Tensor]:
-    """Each named reduction per case and kept class, ``(N, K)`` float32; ``both_empty[name]``
-    (NaN if absent) where the class is in neither mask."""
+    """Each named reduction per case and kept class, ``(N, K)`` float32, from one
+    `surface_distances` per case and class; ``both_empty[name]`` (NaN if absent) where the class
+    is in neither mask. The functions below, and the accumulators that score several surface
+    metrics of one batch (`volseg.metrics.accumulators.update_surface_metrics`), all go
+    through here."""
     if num_classes is None:
         num_classes = _num_columns(pred, None, include_background=True)
     p, t = paired_masks(pred, target, num_classes, include_background)
@@ -294,10 +300,10 @@ def surface_metrics(
             :func:`surface_dice`.
     """
     reductions = {
-        "hausdorff": _hausdorff(None, pooled=False),
-        "hd95": _hausdorff(95.0, pooled=False),
-        "assd": _average(symmetric=True),
-        "surface_dice": _surface_dice(
+        "hausdorff": hausdorff_reduction(None, pooled=False),
+        "hd95": hausdorff_reduction(95.0, pooled=False),
+        "assd": average_reduction(symmetric=True),
+        "surface_dice": surface_dice_reduction(
             tolerance_mm, _num_columns(pred, num_classes, include_background)
         ),
     }
@@ -310,7 +316,8 @@ def surface_metrics(
         fill = {name: float(value) for name, value in both_empty.items()}
     else:
         fill = dict.fromkeys(reductions, float(both_empty))
-    return _per_class(pred, target, spacing, num_classes, include_background, reductions, fill)
+    return per_class_surface_values(pred, target, spacing, num_classes, include_background,
+                                    reductions, fill)
 
 
 def hausdorff_distance(
@@ -339,9 +346,10 @@ def hausdorff_distance(
         both_empty: value for a class in neither mask: NaN (undefined, the default) or e.g.
             0.0 mm to count it as a perfect match.
     """
-    reduction = {"hd": _hausdorff(percentile, pooled)}
+    reduction = {"hd": hausdorff_reduction(percentile, pooled)}
     fill = {"hd": both_empty}
-    values = _per_class(pred, target, spacing, num_classes, include_background, reduction, fill)
+    values = per_class_surface_values(pred, target, spacing, num_classes, include_background,
+                                      reduction, fill)
     return values["hd"]
 
 
@@ -358,9 +366,10 @@ def average_surface_distance(
     """Average symmetric surface distance in mm, ``(N, K)``; ``symmetric=False`` gives the
     mean distance from the prediction's surface to the target's. Other arguments as
     :func:`hausdorff_distance`."""
-    reduction = {"asd": _average(symmetric)}
+    reduction = {"asd": average_reduction(symmetric)}
     fill = {"asd": both_empty}
-    values = _per_class(pred, target, spacing, num_classes, include_background, reduction, fill)
+    values = per_class_surface_values(pred, target, spacing, num_classes, include_background,
+                                      reduction, fill)
     return values["asd"]
 
 
@@ -384,7 +393,8 @@ def surface_dice(
             neither 1 nor the number of scored classes.
     """
     num_columns = _num_columns(pred, num_classes, include_background)
-    reduction = {"nsd": _surface_dice(tolerance_mm, num_columns)}
+    reduction = {"nsd": surface_dice_reduction(tolerance_mm, num_columns)}
     fill = {"nsd": both_empty}
-    values = _per_class(pred, target, spacing, num_classes, include_background, reduction, fill)
+    values = per_class_surface_values(pred, target, spacing, num_classes, include_background,
+                                      reduction, fill)
     return values["nsd"]

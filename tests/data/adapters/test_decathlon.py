@@ -94,7 +94,7 @@ def test_config_from_dataset_json_without_labels_or_channels_says_what_to_set(tm
     root.mkdir()
     (root / "dataset.json").write_text(json.dumps({"name": "no labels, no channels"}))
     cfg = compose_config("train", tmp_path, ["data=decathlon", f"data.root={root}"])
-    with pytest.raises(InterpolationResolutionError, match="no labels; set data.num_classes"):
+    with pytest.raises(InterpolationResolutionError, match="no labels; set data.class_names"):
         _ = cfg.data.num_classes
     with pytest.raises(InterpolationResolutionError, match="no channel_names .*data.in_channels"):
         _ = cfg.data.in_channels

@@ -92,7 +92,7 @@ def dataset_json_setting(root: str | Path, key: str) -> int | list[str]:
         return len(channels)
     names = layout.class_names
     if not names:
-        raise ValueError(f"{path}: no labels; set data.num_classes and data.class_names")
+        raise ValueError(f"{path}: no labels; set data.class_names")
     return len(names) if key == "num_classes" else names
 
 

@@ -70,3 +70,26 @@ def write_csv(rows: Sequence[Mapping[str, object]], path: str | os.PathLike,
             writer.writerow(["" if v is None else " ".join(map(str, v)) if isinstance(v, list)
                              else v for v in values])
     return path
+
+
+def write_report(
+    path: str | Path, title: str, command: str, machine: str, explanation: str, table: str
+) -> Path:
+    """Write the report to ``path`` (folders made as needed), say so, and return the path.
+
+    Args:
+        title: the Markdown heading.
+        command: the exact command that measured it, so anyone can rerun it.
+        machine: `volseg.bench.machine.machine_description` (and any setting line).
+        explanation: what the columns mean and how they were measured.
+        table: the Markdown table itself.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(
+            f"# {title}\n\nWritten by `{command}`.\n{machine}.\n\n{explanation}\n\n{table}\n",
+            encoding="utf-8",
+        )
+    print(f"\nwrote {path}")
+    return path

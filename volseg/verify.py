@@ -2,7 +2,7 @@
 
 Composes ``train.yaml`` with the overrides as ``volseg train`` would (``--config-dir DIR``
 adds a folder of your own configs), builds ``cfg.data`` and checks every case the layout lists
-with the checks the cache build runs (`volseg.data.cache.check_case`): missing or unreadable
+with the checks the cache build runs (`volseg.data.case_checks.check_case`): missing or unreadable
 files (a truncated NIfTI included), image channels other than ``data.in_channels``, label grid
 (shape, spacing, origin, direction) different from the image's, label values outside
 ``0..data.num_classes-1``, NaN/inf voxels.
@@ -28,7 +28,8 @@ from rich.table import Table
 import volseg  # noqa: F401 - registers the config resolvers
 from volseg.compose import compose_config, split_config_dir
 from volseg.data import SegmentationDataModule
-from volseg.data.cache import PROBLEM_KINDS, CaseProblem, case_problems, map_cases
+from volseg.data.case_checks import PROBLEM_KINDS, CaseProblem, case_problems
+from volseg.data.case_pool import map_cases
 
 # What each kind of problem means, for the summary table.
 KIND_HELP = {

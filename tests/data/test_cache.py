@@ -1,6 +1,5 @@
 import gzip
 import logging
-import multiprocessing
 import os
 import re
 from pathlib import Path
@@ -10,16 +9,10 @@ import numpy as np
 import pytest
 
 from volseg.data.adapters.base import Case, DatasetLayout
-from volseg.data.cache import (
-    BadCasesError,
-    CaseCache,
-    check_case,
-    dataset_cache_dir,
-    map_cases,
-    nifti_findings,
-)
+from volseg.data.cache import CaseCache, dataset_cache_dir
+from volseg.data.case_checks import BadCasesError
 from volseg.data.preprocess import Preprocessor
-from volseg.io import Volume, read_volume, write_volume
+from volseg.io import Volume, nifti_findings, read_volume, write_volume
 
 
 class _Folder(DatasetLayout):
@@ -145,32 +138,6 @@ def test_skipped_bad_case_is_remembered_until_its_files_change(tmp_path):
     _write(tmp_path, "c1", np.zeros((8, 8, 4), np.uint8))  # fixed
     assert cache.build(layout.list_cases(), workers=0) == []
     assert not record.exists() and (cache.folder / "c1.image.npy").exists()
-
-
-def test_check_case_returns_the_volumes_it_read(tmp_path):
-    _write(tmp_path, "c1", np.ones((8, 8, 4), np.uint8))
-    layout = _Folder(tmp_path)
-    checked = check_case(layout, layout.list_cases()[0], num_classes=2, in_channels=1)
-    assert checked.problems == []
-    assert checked.image.array.shape == (1, 8, 8, 4) and checked.label.array.max() == 1
-    wrong = check_case(layout, layout.list_cases()[0], num_classes=2, in_channels=2)
-    assert [p.kind for p in wrong.problems] == ["channels"]
-    assert "1 channel(s), data.in_channels=2" in wrong.problems[0].message
-
-
-def _case_id_but_die_in_a_worker(case):
-    if multiprocessing.parent_process() is not None:
-        os._exit(1)  # as a worker killed for memory would
-    return case.case_id
-
-
-@pytest.mark.slow
-def test_cases_left_by_dead_workers_are_done_here(caplog):
-    cases = [Case(f"c{i}", (f"c{i}.nii.gz",)) for i in range(4)]
-    with caplog.at_level(logging.WARNING):
-        results = map_cases(_case_id_but_die_in_a_worker, cases, workers=2, pool_min_seconds=0)
-    assert [result for _, result in results] == ["c0", "c1", "c2", "c3"]  # in input order
-    assert "worker processes died" in caplog.text
 
 
 def _nifti(tmp_path, array, name="v.nii"):

@@ -6,7 +6,7 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import CONF_DIR, FAST, compose_config
-from volseg.data.cache import BadCasesError
+from volseg.data.case_checks import BadCasesError
 from volseg.io import read_volume, write_volume
 
 

@@ -1,6 +1,6 @@
 """Bad input: each case fails with one line naming the file or key, or is handled (pad, skip).
 
-Training data is checked where the cache is built (`volseg.data.cache.check_case`, which
+Training data is checked where the cache is built (`volseg.data.case_checks.check_case`, which
 ``volseg verify`` runs too); ``predict.py`` reads through `volseg.inference.inputs`.
 Every failing case also asserts that nothing was written under its final name.
 """
@@ -20,7 +20,8 @@ import volseg
 from tests.conftest import compose_config
 from tests.inference.conftest import make_checkpoint
 from volseg.data.adapters.nifti_folder import NiftiFolderLayout
-from volseg.data.cache import BadCasesError, CaseCache
+from volseg.data.cache import CaseCache
+from volseg.data.case_checks import BadCasesError
 from volseg.data.preprocess import Preprocessor
 from volseg.inference.predictor import predict_cases
 from volseg.io import GEOMETRY_TOLERANCE, Volume, write_volume

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
-from volseg.bench.report import comma_ints, write_report
+from volseg.bench.report import comma_ints
 
 if TYPE_CHECKING:
     from volseg.data.augment import Augmentation

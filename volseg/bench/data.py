@@ -32,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
+from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
-from volseg.bench.report import comma_ints, write_report
+from volseg.bench.report import comma_ints
 
 SOURCE_SPACING = (1.0, 1.0, 1.5)  # mm; the cache resamples to TARGET_SPACING, as real runs do
 TARGET_SPACING = (1.5, 1.5, 1.5)
@@ -271,7 +272,7 @@ def format_table(results: Sequence[DataResult], workers: int, batches: int) -> s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``data`` subcommand's options."""
-    from volseg.data.cache import default_workers
+    from volseg.data.case_pool import default_workers
 
     parser.add_argument("--cases", type=comma_ints, default=[10, 100],
                         help="comma-separated dataset sizes to compare (default 10,100)")

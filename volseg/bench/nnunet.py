@@ -38,8 +38,9 @@ from pathlib import Path
 
 import yaml
 
+from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
-from volseg.bench.report import rerun_command, write_report
+from volseg.bench.report import rerun_command
 from volseg.runs import METRICS_JSON
 
 DATASET_ID = 987

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
-from volseg.bench.report import rerun_command, write_report
+from volseg.bench.report import rerun_command
 from volseg.io import Volume
 
 

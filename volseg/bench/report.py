@@ -1,13 +1,10 @@
-"""What a benchmark's command line reads and records, and the Markdown file it writes with
-``--markdown PATH``: title, command, machine, table."""
+"""What a benchmark's command line reads and records: list arguments and the command line that
+reruns it (its Markdown file: `volseg.atomic.write_report`)."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
-
-from volseg.atomic import atomic_path
 
 
 def comma_ints(text: str) -> list[int]:
@@ -36,26 +33,3 @@ def rerun_command(
     for name in repeated:
         parts += [f"--{name.replace('_', '-')} {value}" for value in getattr(args, name)]
     return " ".join(parts)
-
-
-def write_report(
-    path: str | Path, title: str, command: str, machine: str, explanation: str, table: str
-) -> Path:
-    """Write the report to ``path`` (folders made as needed), say so, and return the path.
-
-    Args:
-        title: the Markdown heading.
-        command: the exact command that measured it, so anyone can rerun it.
-        machine: `volseg.bench.machine.machine_description` (and any setting line).
-        explanation: what the columns mean and how they were measured.
-        table: the Markdown table itself.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text(
-            f"# {title}\n\nWritten by `{command}`.\n{machine}.\n\n{explanation}\n\n{table}\n",
-            encoding="utf-8",
-        )
-    print(f"\nwrote {path}")
-    return path

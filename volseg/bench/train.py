@@ -29,8 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
+from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
-from volseg.bench.report import rerun_command, write_report
+from volseg.bench.report import rerun_command
 
 
 @dataclass

@@ -17,37 +17,31 @@ sharing a cache_dir (two Decathlon tasks) share no file. It holds the dataset fi
     <cache_dir>/<dataset>/<key>/<case>.problems.json   instead of the above: why the case is
                                                        unusable
 
-Every case is checked before it is preprocessed (`check_case`, the same checks
-``volseg verify`` runs). The JSON is written last and atomically: a case counts as
+Every case is checked before it is preprocessed (`volseg.data.case_checks.check_case`, the
+same checks ``volseg verify`` runs). The JSON is written last and atomically: a case counts as
 cached only when it exists and its source fingerprint (path, size, mtime of every input file)
 matches, so an interrupted build or an edited source file is simply redone; a case that failed
 its checks is recorded the same way and checked again only once its files change. Cases are
-built in parallel worker processes. Arrays are opened with ``mmap_mode="r"``: training RAM
-does not grow with the dataset, only with the patches in flight.
+built in parallel worker processes (`volseg.data.case_pool.map_cases`). Arrays are opened
+with ``mmap_mode="r"``: training RAM does not grow with the dataset, only with the patches in
+flight.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import multiprocessing
-import os
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from volseg.atomic import atomic_path, write_json
 from volseg.data.adapters.base import Case, DatasetLayout
+from volseg.data.case_checks import BadCasesError, CaseProblem, check_case
+from volseg.data.case_pool import map_cases
 from volseg.data.preprocess import Preprocessor
-from volseg.io import Volume, nifti_findings
 
 # Foreground voxels kept per class for oversampling: enough to cover a lesion's extent,
 # small enough that the index file stays a few hundred kB even for a whole-organ class.
@@ -55,168 +49,6 @@ MAX_LOCATIONS_PER_CLASS = 20_000
 # 2: num_classes and in_channels in the key (the locations and checks depend on them);
 #    locations as one memory-mappable .npy
 CACHE_VERSION = 2
-# What can be wrong with a case, in the order `volseg verify` reports them.
-PROBLEM_KINDS = ("dataset", "missing", "unreadable", "channels", "geometry", "labels",
-                 "non-finite")
-# Serial seconds the cases left after the first must promise before worker processes are
-# started for them: starting them costs seconds (5-10 on a 2-core machine, where the fork
-# server imports torch and Lightning), and two workers at best halve the rest.
-POOL_MIN_SECONDS = 30.0
-# Label values listed in a message at most (a float label map can hold millions).
-_MAX_VALUES_SHOWN = 10
-
-T = TypeVar("T")
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CaseProblem:
-    """One reason a case (or the whole dataset) cannot be trained on.
-
-    Attributes:
-        case_id: the case, or ``""`` for the dataset as a whole (its listing failed).
-        kind: one of `PROBLEM_KINDS`.
-        message: one line that starts with the file at fault.
-    """
-
-    case_id: str
-    kind: str
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
-
-
-class BadCasesError(ValueError):
-    """Cases failed their checks; the message lists every problem, one line each."""
-
-    def __init__(self, problems: Sequence[CaseProblem]) -> None:
-        self.problems = list(problems)
-        cases = len({p.case_id for p in self.problems})
-        lines = "\n".join(f"  {p}" for p in self.problems)
-        super().__init__(
-            f"{cases} case(s) failed their checks; fix them, or set data.skip_bad_cases=true "
-            f"to train without them (volseg verify lists them too):\n{lines}"
-        )
-
-
-@dataclass
-class CheckedCase:
-    """A case as read from disk, and what is wrong with it (nothing when ``problems`` is empty)."""
-
-    image: Volume | None
-    label: Volume | None
-    problems: list[CaseProblem]
-
-
-def check_case(
-    layout: DatasetLayout, case: Case, num_classes: int, in_channels: int | None = None,
-    ignore_index: int | None = None,
-) -> CheckedCase:
-    """Read one case and check that it can be trained on.
-
-    Checks, each reported as a `CaseProblem` naming the file: a file is missing or unreadable
-    (including a NIfTI file shorter than its header says, see `nifti_findings`), the image has
-    other than ``in_channels`` channels, the label grid differs from the image's (shape,
-    spacing, origin, direction), label values lie outside ``0..num_classes-1`` (other than
-    ``ignore_index``, the label of unannotated voxels), and NaN/inf voxels. A case is fit for
-    training when the returned ``problems`` is empty.
-    """
-    problems: list[CaseProblem] = []
-
-    def report(kind: str, message: str) -> None:
-        problems.append(CaseProblem(case.case_id, kind, message))
-
-    image = _read(case, case.image_paths, layout.read_image, report)
-    if case.label_path is None:
-        report("missing", f"{case.image_paths[0]}: case {case.case_id} has no label file")
-        label = None
-    else:
-        label = _read(case, (case.label_path,), layout.read_label, report)
-    if image is not None:
-        _check_image(image, case, in_channels, report)
-    if label is not None:
-        _check_label(label, image, case.label_path, num_classes, report, ignore_index)
-    return CheckedCase(image, label, problems)
-
-
-def case_problems(
-    layout: DatasetLayout, case: Case, num_classes: int, in_channels: int | None = None,
-    ignore_index: int | None = None,
-) -> list[CaseProblem]:
-    """`check_case` without the volumes: cheap to send back from a worker process."""
-    return check_case(layout, case, num_classes, in_channels, ignore_index).problems
-
-
-def _read(
-    case: Case, paths: Sequence[Path], read: Callable[[Case], Volume],
-    report: Callable[[str, str], None],
-) -> Volume | None:
-    missing = [p for p in paths if not Path(p).is_file()]
-    if missing:
-        report("missing", f"{missing[0]}: no such file")
-        return None
-    findings = [finding for path in paths for finding in nifti_findings(path)]
-    for kind, message in findings:
-        report(kind, message)
-    if any(kind == "unreadable" for kind, _ in findings):
-        return None
-    try:
-        return read(case)
-    except (OSError, ValueError) as error:  # VolumeReadError is a ValueError naming the file
-        named = any(str(p) in str(error) for p in paths)
-        report("unreadable", str(error) if named else f"{paths[0]}: {error}")
-        return None
-
-
-def _check_image(
-    image: Volume, case: Case, in_channels: int | None, report: Callable[[str, str], None]
-) -> None:
-    channels = image.array if image.array.ndim == 4 else image.array[None]
-    if in_channels is not None and len(channels) != in_channels:
-        report("channels", f"{case.image_paths[0]}: {len(channels)} channel(s), "
-                           f"data.in_channels={in_channels}")
-    if not np.issubdtype(channels.dtype, np.floating):
-        return  # integer voxels are always finite
-    one_file_each = len(case.image_paths) == len(channels)
-    for index, channel in enumerate(channels):
-        bad = channel.size - int(np.count_nonzero(np.isfinite(channel)))
-        if bad:
-            path = case.image_paths[index if one_file_each else 0]
-            where = "" if one_file_each else f" in channel {index}"
-            report("non-finite", f"{path}: {bad} NaN/inf voxel(s){where}")
-
-
-def _check_label(
-    label: Volume, image: Volume | None, path: Path, num_classes: int,
-    report: Callable[[str, str], None], ignore_index: int | None = None,
-) -> None:
-    if image is not None:
-        mismatch = image.geometry_mismatch(label)
-        if mismatch:
-            report("geometry", f"{path}: label grid differs from its image: {mismatch}")
-    values = label.array
-    if np.issubdtype(values.dtype, np.floating):
-        finite = np.isfinite(values)
-        if not finite.all():
-            report("non-finite", f"{path}: {values.size - int(finite.sum())} NaN/inf voxel(s)")
-            values = values[finite]
-        if values.size and not np.array_equal(values, np.round(values)):
-            report("labels", f"{path}: label values are not whole numbers")
-            return
-    if ignore_index is not None:
-        values = values[values != ignore_index]
-    # min/max first: np.unique sorts the whole volume, needed only to describe a failure.
-    if values.size and (values.min() < 0 or values.max() >= num_classes):
-        shown = np.unique(values)
-        listed = ", ".join(f"{v:g}" for v in shown[:_MAX_VALUES_SHOWN].tolist())
-        more = ", ..." if shown.size > _MAX_VALUES_SHOWN else ""
-        report("labels", f"{path}: label values [{listed}{more}] outside "
-                         f"0..{num_classes - 1} (data.num_classes={num_classes})")
-
-
-# --- the cache ---------------------------------------------------------------------------------
 
 
 def dataset_cache_dir(cache_dir: str | Path, root: str | Path) -> Path:
@@ -232,12 +64,6 @@ def dataset_cache_dir(cache_dir: str | Path, root: str | Path) -> Path:
     resolved = Path(root).expanduser().resolve()
     digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
     return Path(cache_dir) / f"{resolved.name or 'root'}-{digest}"
-
-
-def default_workers() -> int:
-    """Cache-building processes when ``data.cache_workers`` is null: min(4, usable CPU cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(4, cores or 1)
 
 
 class CaseCache:
@@ -398,113 +224,6 @@ class CaseCache:
             return {}  # an empty file cannot be memory-mapped
         flat = np.load(self._path(case_id, "locations.npy"), mmap_mode="r")
         return {int(c): flat[start:stop] for c, (start, stop) in bounds.items()}
-
-
-def map_cases(
-    function: Callable[[Case], T], cases: Sequence[Case], workers: int | None = None,
-    description: str = "", show_progress: bool = True,
-    pool_min_seconds: float | None = None,
-) -> list[tuple[Case, T]]:
-    """``[(case, function(case))]`` in the order of ``cases``, in worker processes when it pays.
-
-    Worker processes take seconds to start (a fork server imports torch for them), so the
-    first case runs in this process and is timed; workers start only when the remaining cases
-    would take longer than ``pool_min_seconds`` here. They start with forkserver (spawn where
-    there is none), never fork: a forked copy of a process that already runs torch threads can
-    deadlock. Each worker uses one torch thread; the workers are the parallelism. ``function``
-    and the cases must pickle (a module-level function, a `functools.partial`, a bound method
-    of a picklable object), and a script that builds a cache needs the
-    ``if __name__ == "__main__":`` guard. A Rich progress bar shows the cases done of the total.
-
-    Args:
-        workers: processes at most; ``None`` for `default_workers`, 0 or 1 for this process.
-        description: the progress bar's label.
-        pool_min_seconds: see above; ``None`` for `POOL_MIN_SECONDS`, 0 to always use workers.
-
-    Raises:
-        RuntimeError: ``function`` raised for a case; the message names the case and its first
-            file, and the remaining cases are cancelled.
-    """
-    workers = default_workers() if workers is None else workers
-    pool_min_seconds = POOL_MIN_SECONDS if pool_min_seconds is None else pool_min_seconds
-    results: list[tuple[Case, T]] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, transient=True, disable=not show_progress or not cases) as progress:
-        task = progress.add_task(description, total=len(cases))
-
-        def done(case: Case, result: T) -> None:
-            results.append((case, result))
-            progress.advance(task)
-
-        def here(case: Case) -> None:
-            try:
-                result = function(case)
-            except Exception as error:
-                raise _case_error(case, error) from error
-            done(case, result)
-
-        remaining = list(cases)
-        if workers > 1 and len(remaining) > 1:
-            start = time.perf_counter()
-            here(remaining.pop(0))
-            if (time.perf_counter() - start) * len(remaining) >= pool_min_seconds:
-                remaining = _map_in_pool(function, remaining, workers, done)
-        for case in remaining:
-            here(case)
-    position = {case.case_id: i for i, case in enumerate(cases)}
-    return sorted(results, key=lambda item: position[item[0].case_id])
-
-
-def _map_in_pool(
-    function: Callable[[Case], T], cases: Sequence[Case], workers: int,
-    done: Callable[[Case, T], None],
-) -> list[Case]:
-    """Run `map_cases` in worker processes; return the cases left undone if the pool broke."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        # Import this module (torch, ...) once in the fork server, not in every worker. This
-        # sets the process-wide preload list and takes effect only if the server has not
-        # started yet; "__main__" is the default entry.
-        context.set_forkserver_preload(["__main__", __name__])
-    else:
-        context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(min(workers, len(cases)), mp_context=context,
-                               initializer=_init_worker)
-    finished: set[str] = set()
-    try:
-        futures: dict[Future, Case] = {pool.submit(function, c): c for c in cases}
-        for future in as_completed(futures):
-            case = futures[future]
-            try:
-                result = future.result()
-            except BrokenProcessPool:
-                # A worker died: killed for memory, or the main script lacks the
-                # `if __name__ == "__main__":` guard that spawned workers need. In this process
-                # the rest still gets done.
-                log.warning("cache worker processes died; building the remaining cases in "
-                            "this process (data.cache_workers=0 skips the workers)")
-                return [c for c in cases if c.case_id not in finished]
-            except Exception as error:
-                raise _case_error(case, error) from error
-            done(case, result)
-            finished.add(case.case_id)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return []
-
-
-def _case_error(case: Case, error: Exception) -> RuntimeError:
-    """An unexpected error while handling ``case``, re-raised naming the case and its file."""
-    return RuntimeError(
-        f"case {case.case_id} ({case.image_paths[0]}): {type(error).__name__}: {error}"
-    )
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def _fingerprint(case: Case) -> list:

@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.augment import Augmentation, BatchAugmentation
-from volseg.data.cache import BadCasesError, CaseCache, CaseProblem, dataset_cache_dir
+from volseg.data.cache import CaseCache, dataset_cache_dir
+from volseg.data.case_checks import BadCasesError, CaseProblem
 from volseg.data.datasets import PatchDataset, VolumeDataset, collate_volume
 from volseg.data.fingerprint import (
     fingerprint_path,
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 class SegmentationDataModule(pl.LightningDataModule):
     """One data module for every dataset; the layout adapter is the only per-dataset part.
 
-    `prepare_data` checks every case (see `volseg.data.cache.check_case`, the checks of
+    `prepare_data` checks every case (see `volseg.data.case_checks.check_case`, the checks of
     ``volseg verify``) and caches it preprocessed, in ``cache_workers`` processes.
     A dataset with bad cases is refused with one error that lists them all, unless
     ``skip_bad_cases`` leaves them out (with a warning each) of `cases` and of the splits.

@@ -12,7 +12,7 @@ import pytest
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
 
-from volseg.engine.history import TrainingHistory, plot_history
+from volseg.engine.history import TrainingHistory, history_figure, plot_history
 
 
 def png_size(path) -> tuple[int, int]:
@@ -153,3 +153,13 @@ def test_an_epoch_lightning_does_not_start_again_still_gets_its_learning_rate(tm
 def test_plot_copes_with_no_rows(tmp_path):
     path = plot_history([], tmp_path / "empty.png", title="nothing yet")
     assert png_size(path)[0] > 0
+
+
+def test_the_dice_panel_names_classes_and_draws_the_other_means_apart():
+    rows = [{"epoch": e, "val/dice": 0.5 + e / 10, "val/dice_ema": 0.5, "val/dice_organ": 0.9,
+             "val/dice_postprocessed": 0.6, "val/dice_lesion": 0.1 * e} for e in range(3)]
+    _, dice_axes = history_figure(rows).axes
+    lines = {line.get_label(): line for line in dice_axes.get_lines()}
+    assert list(lines) == ["mean", "mean, smoothed", "mean, post-processed", "organ", "lesion"]
+    assert [lines[k].get_linestyle() for k in list(lines)[:3]] == ["-", "--", ":"]
+    assert lines["mean"].get_linewidth() > lines["organ"].get_linewidth()

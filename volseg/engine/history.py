@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
@@ -22,6 +22,9 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from volseg.atomic import atomic_path, write_csv, write_json
 from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG, metric_value
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class TrainingHistory(pl.Callback):
@@ -121,12 +124,20 @@ def _series(rows: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], lis
 
 def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
                  title: str | None = None) -> Path:
-    """Two panels, loss and Dice against epoch, written as a PNG (atomically).
+    """`history_figure` written as a PNG (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        history_figure(rows, title).savefig(tmp, dpi=100)
+    return path
+
+
+def history_figure(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> Figure:
+    """Two panels, loss and Dice against epoch.
 
     Loss: ``train/loss_epoch`` and ``val/loss``. Dice: ``val/dice`` (the mean over foreground
-    classes, thick), the smoothed and post-processed means when logged (dashed), and every
-    ``val/dice_<class>``. Epochs are 1-based on the axis, as the
-    progress bar counts them.
+    classes, thick), the smoothed and post-processed means when logged (dashed, dotted), and
+    every ``val/dice_<class>``. Epochs are 1-based on the axis, as the progress bar counts them.
     """
     # The object API with an Agg canvas: no pyplot state, no display needed.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -172,11 +183,7 @@ def plot_history(rows: Sequence[Mapping[str, Any]], path: str | Path,
         figure.suptitle(title)
     figure.subplots_adjust(left=0.07, right=0.985, bottom=0.12, top=0.86 if title else 0.91,
                            wspace=0.22)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, dpi=100)
-    return path
+    return figure
 
 
-__all__ = ["TrainingHistory", "plot_history"]
+__all__ = ["TrainingHistory", "history_figure", "plot_history"]

@@ -1,10 +1,8 @@
-import gzip
 import logging
 import os
 import re
 from pathlib import Path
 
-import nibabel
 import numpy as np
 import pytest
 
@@ -12,7 +10,7 @@ from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.cache import CaseCache, dataset_cache_dir
 from volseg.data.case_checks import BadCasesError
 from volseg.data.preprocess import Preprocessor
-from volseg.io import Volume, nifti_findings, read_volume, write_volume
+from volseg.io import Volume, write_volume
 
 
 class _Folder(DatasetLayout):
@@ -138,41 +136,6 @@ def test_skipped_bad_case_is_remembered_until_its_files_change(tmp_path):
     _write(tmp_path, "c1", np.zeros((8, 8, 4), np.uint8))  # fixed
     assert cache.build(layout.list_cases(), workers=0) == []
     assert not record.exists() and (cache.folder / "c1.image.npy").exists()
-
-
-def _nifti(tmp_path, array, name="v.nii"):
-    return write_volume(Volume(array, (1.0, 1.0, 2.0)), tmp_path / name, compress=False)
-
-
-def test_truncated_uncompressed_nifti_is_found(tmp_path):
-    path = _nifti(tmp_path, np.ones((6, 5, 4), np.int16))
-    assert nifti_findings(path) == []
-    data = path.read_bytes()
-    path.write_bytes(data[:-10])
-    [(kind, message)] = nifti_findings(path)
-    assert kind == "unreadable" and message.startswith(f"{path}: truncated:")
-    path.write_bytes(data[:200])  # not even the whole header
-    assert "shorter than its NIfTI header" in nifti_findings(path)[0][1]
-
-
-def test_multi_member_gzip_is_not_mistaken_for_truncation(tmp_path):
-    # bgzip-style files hold several gzip members; the trailer states the last one's size only.
-    data = _nifti(tmp_path, np.arange(120, dtype=np.float32).reshape(6, 5, 4)).read_bytes()
-    path = tmp_path / "multi.nii.gz"
-    path.write_bytes(gzip.compress(data[:300]) + gzip.compress(data[300:]))
-    assert nifti_findings(path) == []
-    path.write_bytes(gzip.compress(data[:300]) + gzip.compress(data[300:])[:-20])
-    assert nifti_findings(path)[0][0] == "unreadable"
-
-
-def test_non_finite_float_voxels_are_counted_though_simpleitk_zeroes_them(tmp_path):
-    array = np.zeros((6, 5, 4), np.float32)
-    array[1, 2, 3], array[0, 0, 0], array[5, 4, 3] = np.nan, np.inf, -np.inf
-    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), tmp_path / "nan.nii.gz")
-    path = tmp_path / "nan.nii.gz"
-    assert np.isfinite(read_volume(path).array).all()  # why the file itself is scanned
-    assert nifti_findings(path) == [("non-finite", f"{path}: 3 NaN/inf voxel(s) (SimpleITK "
-                                                   "would read them as 0)")]
 
 
 def test_dataset_cache_dir_is_one_folder_per_dataset_root(tmp_path, monkeypatch):

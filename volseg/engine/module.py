@@ -240,15 +240,13 @@ class SegmentationModule(pl.LightningModule):
         surface_groups: dict[str, list[SurfaceMean]] = {}
         for name, metric in metrics.items():
             kind, _, region = name.partition("_region_")
-            if kind in SURFACE_METRICS:
-                if surface:
-                    surface_groups.setdefault(region, []).append(metric)
-                continue
-            metric.update(*(region_masks[region] if region else (pred, target)), spacing)
+            if kind not in SURFACE_METRICS:
+                metric.update(*region_masks.get(region, (pred, target)), spacing)
+            elif surface:
+                surface_groups.setdefault(region, []).append(metric)
         # HD95, surface Dice, ...: one surface-distance computation per case and class.
         for region, group in surface_groups.items():
-            update_surface_metrics(group, *(region_masks[region] if region else (pred, target)),
-                                   spacing)
+            update_surface_metrics(group, *region_masks.get(region, (pred, target)), spacing)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.net(image.contiguous(memory_format=self.memory_format))

@@ -97,7 +97,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError("train=false needs ckpt_path=<checkpoint> to evaluate")
 
     metrics: dict[str, Any] = {}
-    if cfg.get("train", True) and _best_is_latest_validation(trainer, ckpt_path):
+    if _best_is_latest_validation(trainer, ckpt_path):  # false without a fit in this call
         # The last round scored the best checkpoint's weights: validating it again would
         # repeat that round to the digit, at the cost of a whole validation pass.
         metrics.update(_latest_validation(trainer))

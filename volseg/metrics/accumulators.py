@@ -147,10 +147,11 @@ def _surface_values(
                                                       first.include_background)
            for m in metrics):
         raise ValueError("surface metrics scored together must score the same classes")
-    reductions = {index: metric.reduction() for index, metric in enumerate(metrics)}
+    reductions = {str(index): metric.reduction() for index, metric in enumerate(metrics)}
     values = per_class_surface_values(pred, target, spacing, first.num_classes,
                                       first.include_background, reductions, {})
-    return [metric.finish(values[index], pred, spacing) for index, metric in enumerate(metrics)]
+    return [metric.finish(values[str(index)], pred, spacing)
+            for index, metric in enumerate(metrics)]
 
 
 def update_surface_metrics(

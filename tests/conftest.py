@@ -63,6 +63,14 @@ def shared_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained checkpoint as `volseg train` writes it (`make_checkpoint`)."""
+    from tests.inference.conftest import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt")
+
+
 @pytest.fixture
 def train_config(tmp_path: Path, shared_data_dir: Path) -> Callable[..., DictConfig]:
     """``train_config(*overrides)``: the fast training config on the shared synthetic data."""

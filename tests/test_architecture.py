@@ -26,3 +26,43 @@ def test_the_benchmark_kit_is_a_leaf():
         for path in PACKAGE.rglob("*.py") if "bench" not in path.relative_to(PACKAGE).parts
     }
     assert {file: modules for file, modules in offenders.items() if modules} == {}
+
+
+# Imports run one way: entry points -> engine -> inference -> data -> io (issue 20). A folder
+# named here imports none of the folders listed against it, lazily or not.
+FORBIDDEN = {
+    "io": ("data", "inference", "engine", "cli", "report", "sweep", "planning", "evaluate"),
+    "data": ("inference", "engine", "cli", "report", "sweep"),
+    "inference": ("engine", "cli", "report", "sweep", "planning"),
+    "engine": ("cli", "report"),
+    "models": ("data", "inference", "engine", "cli", "losses", "metrics"),
+    "losses": ("data", "inference", "engine", "cli", "models", "metrics"),
+    "metrics": ("data", "inference", "engine", "cli", "models", "losses"),
+}
+
+
+def _folder(path: Path) -> str:
+    """The top-level part of the package ``path`` belongs to (``io`` for volseg/io.py)."""
+    return path.relative_to(PACKAGE).with_suffix("").parts[0]
+
+
+def test_imports_run_one_way():
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        forbidden = FORBIDDEN.get(_folder(path), ())
+        bad = sorted(m for m in _imported_modules(path)
+                     if m.startswith("volseg.") and m.split(".")[1] in forbidden)
+        if bad:
+            offenders[str(path.relative_to(PACKAGE.parent))] = bad
+    assert offenders == {}
+
+
+def test_models_and_losses_are_reached_by_config_only():
+    """The engine builds networks and losses from their configs (`instantiate_trusted`)."""
+    offenders = {
+        str(path.relative_to(PACKAGE.parent)): sorted(
+            m for m in _imported_modules(path)
+            if m.split(".")[:2] in (["volseg", "models"], ["volseg", "losses"]))
+        for path in (PACKAGE / "engine").rglob("*.py")
+    }
+    assert {file: modules for file, modules in offenders.items() if modules} == {}

@@ -47,7 +47,7 @@ def test_predict_cli_scores_against_labels(tmp_path):
     checkpoint = make_checkpoint(tmp_path / "model.ckpt", seed=0)
     write_volume(_volume(), tmp_path / "in" / "a.nii.gz")
     command = [sys.executable, str(REPO / "predict.py"), f"ckpt_path={checkpoint}",
-               f"input={tmp_path / 'in'}", "save_probabilities=true", "device=cpu",
+               f"input={tmp_path / 'in'}", "predictor.save_probabilities=true", "device=cpu",
                f"paths.log_dir={tmp_path / 'logs'}"]
     first = subprocess.run([*command, f"output={tmp_path / 'first'}"], capture_output=True,
                            text=True, cwd=tmp_path)

@@ -74,13 +74,14 @@ def predict(ckpt_path: str | Path | Sequence[str | Path], input: str | Path,
             output: str | Path, **options: Any) -> dict[str, list]:
     """Label maps of every volume under ``input`` into ``output``, as ``volseg predict`` writes.
 
-    ``options`` are `volseg.inference.predictor.predict_cases`'s (``device``, ``tile_size``,
-    ``tta_axes``, ``mc_dropout``, ``save_probabilities``, ``keep_largest``, ...).
+    ``options`` are `volseg.engine.predict.predict_cases`'s: ``device``, ``overwrite`` and the
+    prediction options of `volseg.inference.settings.PredictionSettings` (``tile_size``,
+    ``tta_axes``, ``mc_dropout``, ``save_probabilities``, ``keep_largest_component``, ...).
 
     Returns:
         ``{"written": [paths], "failed": [(case_id, reason)], "class_names": [...]}``.
     """
-    from volseg.inference.predictor import predict_cases
+    from volseg.engine.predict import predict_cases
 
     return predict_cases(ckpt_path, input, output, **options)
 

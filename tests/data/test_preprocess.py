@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from scipy import ndimage
 
 from tests.test_io import OBLIQUE
-from volseg.data.preprocess import Preprocessor, Trace, orientation_code
+from volseg.data.preprocess import Preprocessor, Trace, class_argmax, orientation_code
 from volseg.io import Volume
 
 
@@ -417,7 +417,8 @@ def test_every_option_round_trips_onto_the_original_grid(name, direction):
 
     logits = 10 * torch.nn.functional.one_hot(torch.from_numpy(out_label.array).long(), 3)
     stored = json.loads(json.dumps(trace.to_dict()))  # as the cache would keep it
-    back = Preprocessor.restore_labels(logits.permute(3, 0, 1, 2).float(), stored)
+    probabilities = torch.softmax(logits.permute(3, 0, 1, 2).float(), dim=0)
+    back = class_argmax(Preprocessor.restore(probabilities, stored))
     np.testing.assert_array_equal(back.numpy(), label.array)
     probabilities = Preprocessor.restore(torch.rand(3, *trace.output_shape).softmax(0), trace)
     assert probabilities.shape == (3, *label.spatial_shape)

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import FAST, compose_config
-from volseg.inference.predictor import load_module
+from volseg.engine.checkpoint_loading import load_module
 from volseg.metrics.overlap import dice
 
 REPO = Path(__file__).resolve().parents[2]

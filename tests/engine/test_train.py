@@ -68,6 +68,24 @@ def test_test_predictions_have_the_original_geometry(finished_run, shared_data_d
         assert set(np.unique(np.asarray(prediction.dataobj))) <= {0, 1, 2}
 
 
+def test_test_predictions_are_what_volseg_predict_writes(finished_run, tmp_path):
+    """`test_step` and `volseg predict` make labels by one path: the same files, voxel for voxel."""
+    from hydra.utils import instantiate
+
+    from volseg.engine.predict import predict_cases
+    from volseg.inference.inputs import dataset_cases
+
+    cfg, metrics, run_dir = finished_run
+    cases = dataset_cases(instantiate(cfg.data), "test")
+    summary = predict_cases(metrics["best_model_path"], cases, tmp_path / "predicted",
+                            device="cpu")
+    assert summary["failed"] == [] and len(summary["written"]) == len(cases) > 0
+    for path in map(Path, summary["written"]):
+        np.testing.assert_array_equal(np.asarray(nib.load(path).dataobj),
+                                      np.asarray(nib.load(run_dir / "predictions" /
+                                                          path.name).dataobj), path.name)
+
+
 def test_checkpoint_alone_rebuilds_the_model(finished_run):
     _, metrics, _ = finished_run
     module = SegmentationModule.load_from_checkpoint(metrics["best_model_path"],

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import pytorch_lightning as pl
 
 from tests.test_io import OBLIQUE
@@ -18,12 +17,12 @@ CLASS_NAMES = ["background", "organ", "lesion"]
 def make_checkpoint(path: Path, seed: int = 0, dropout: float = 0.0,
                     class_names: list[str] = CLASS_NAMES,
                     regions: dict[str, list[int]] | None = None,
-                    postprocessing: dict | None = None) -> Path:
+                    postprocessing: dict | None = None, in_channels: int = 1) -> Path:
     """Save an untrained `SegmentationModule` as `volseg train` would, and return ``path``
     (with ``postprocessing`` as the validation rounds' choice, when given)."""
     pl.seed_everything(seed)
     module = SegmentationModule(
-        net={"_target_": "volseg.models.UNet3D", "in_channels": 1,
+        net={"_target_": "volseg.models.UNet3D", "in_channels": in_channels,
              "out_channels": len(class_names), "features": 4, "num_levels": 2,
              "dropout": dropout},
         loss={"_target_": "volseg.losses.DiceCELoss"},
@@ -49,8 +48,3 @@ def oblique_volume(shape=(12, 12, 6), seed: int = 0, spacing=(0.7, 1.1, 3.3)) ->
     rng = np.random.default_rng(seed)
     return Volume(rng.normal(0, 100, shape).astype(np.float32), spacing,
                   (-12.5, 40.0, -250.0), OBLIQUE)
-
-
-@pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.ckpt")

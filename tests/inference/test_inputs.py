@@ -12,8 +12,8 @@ import SimpleITK as sitk
 
 from tests.data.adapters import trees
 from tests.inference.conftest import oblique_volume
+from volseg.engine.predict import predict_cases
 from volseg.inference.inputs import find_inputs, is_label, read_case
-from volseg.inference.predictor import predict_cases
 from volseg.io import Volume, write_volume
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -12,16 +11,16 @@ import torch
 from scipy import ndimage
 
 from tests.inference.conftest import make_checkpoint, oblique_volume
+from volseg.engine.checkpoint_loading import load_module, load_networks
+from volseg.engine.predict import predict_cases
 from volseg.inference.postprocess import keep_largest_component, keep_largest_foreground
-from volseg.inference.predictor import (
-    Predictor,
-    agreed_postprocessing,
-    load_ensemble,
-    load_module,
-    mirrored_probabilities,
-    predict_cases,
-)
+from volseg.inference.predictor import Predictor, agreed_postprocessing, mirrored_probabilities
+from volseg.inference.settings import PredictionSettings
 from volseg.io import Volume, read_volume, write_volume
+
+
+def _predictor(networks, **options) -> Predictor:
+    return Predictor(networks, PredictionSettings(**options))
 
 
 def _volume(shape=(14, 12, 7), seed: int = 0) -> Volume:
@@ -75,7 +74,7 @@ def test_predictor_tta_averages_flipped_whole_volume_predictions(checkpoint):
     module = load_module(checkpoint)
     image = _volume()
     steps = []
-    got = Predictor(module, tta_axes=[0, 1, 2]).predict_all(
+    got = _predictor(module.trained_network(), tta_axes=[0, 1, 2]).predict_all(
         image, progress=lambda done, total: steps.append((done, total))).probabilities.array
     # One report per tile (batch_size 1) over all 8 mirrorings, counting up to the total.
     assert [d for d, _ in steps] == list(range(1, len(steps) + 1))
@@ -97,10 +96,10 @@ def test_predictor_tta_averages_flipped_whole_volume_predictions(checkpoint):
 
 def test_ensemble_averages_the_members_probabilities(two_checkpoints):
     image = _volume()
-    members = [Predictor(load_module(p)).predict_all(image).probabilities.array
+    members = [Predictor(load_networks(p)).predict_all(image).probabilities.array
                for p in two_checkpoints]
     assert np.abs(members[0] - members[1]).max() > 1e-3  # different networks
-    got = Predictor(load_ensemble(two_checkpoints)).predict_all(image)
+    got = Predictor(load_networks(two_checkpoints)).predict_all(image)
     # Restoring (linear interpolation, constant padding) is linear, so the order of averaging
     # and restoring changes only rounding.
     np.testing.assert_allclose(got.probabilities.array, (members[0] + members[1]) / 2, atol=1e-6)
@@ -110,7 +109,7 @@ def test_ensemble_averages_the_members_probabilities(two_checkpoints):
 def test_ensemble_refuses_checkpoints_with_other_classes(two_checkpoints, tmp_path):
     other = make_checkpoint(tmp_path / "other.ckpt", class_names=["background", "liver", "x"])
     with pytest.raises(ValueError, match=r"other\.ckpt: class names"):
-        load_ensemble([two_checkpoints[0], other])
+        load_networks([two_checkpoints[0], other])
 
 
 # --- probability maps and Monte-Carlo dropout -------------------------------------------------
@@ -130,8 +129,8 @@ def test_probability_map_is_4d_on_the_input_grid(two_checkpoints, tmp_path):
 
 
 def test_mc_dropout_switches_only_dropout_layers(dropout_checkpoint):
-    predictor = Predictor(load_module(dropout_checkpoint), mc_dropout=2)
-    layers = list(predictor.module.net.modules())
+    predictor = _predictor(load_networks(dropout_checkpoint), mc_dropout=2)
+    layers = list(predictor.networks[0].network.modules())
     dropouts = [m for m in layers if isinstance(m, torch.nn.Dropout3d)]
     norms = [m for m in layers if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm,
                                                   torch.nn.modules.instancenorm._InstanceNorm))]
@@ -159,10 +158,11 @@ def test_mc_dropout_variance_is_the_spread_of_the_passes(dropout_checkpoint):
     last.weight.data.mul_(100)
     image = _volume()
     torch.manual_seed(3)
-    got = Predictor(module, mc_dropout=4, uncertainty="variance").predict_all(image)
+    got = _predictor(module.trained_network(), mc_dropout=4,
+                     uncertainty="variance").predict_all(image)
     # The same four passes by hand: same seed, one restored probability map per pass.
     torch.manual_seed(3)
-    single = Predictor(module, mc_dropout=1)
+    single = _predictor(module.trained_network(), mc_dropout=1)
     passes = np.stack([single.predict_all(image).probabilities.array for _ in range(4)])
     np.testing.assert_allclose(got.probabilities.array, passes.mean(0), atol=1e-5)
     np.testing.assert_allclose(got.uncertainty.array, passes.var(0).mean(0), atol=1e-5)
@@ -171,7 +171,7 @@ def test_mc_dropout_variance_is_the_spread_of_the_passes(dropout_checkpoint):
 
 def test_mc_dropout_needs_dropout_layers(checkpoint):
     with pytest.raises(ValueError, match="no dropout layer"):
-        Predictor(load_module(checkpoint), mc_dropout=2)
+        _predictor(load_networks(checkpoint), mc_dropout=2)
 
 
 # --- largest connected component --------------------------------------------------------------
@@ -197,15 +197,15 @@ def test_keep_largest_component_per_class_and_connectivity():
 
 
 def test_predictor_keep_largest_true_means_every_foreground_class(checkpoint):
-    predictor = Predictor(load_module(checkpoint), keep_largest=True)
+    predictor = _predictor(load_networks(checkpoint), keep_largest_component=True)
     assert predictor.keep_largest == [1, 2]
     labels = predictor.predict(_volume((20, 18, 9))).array
     for cls in (1, 2):
         assert ndimage.label(labels == cls, np.ones((3, 3, 3)))[1] <= 1
     with pytest.raises(ValueError, match="keep_largest_component"):
-        Predictor(load_module(checkpoint), keep_largest=[3])
+        _predictor(load_networks(checkpoint), keep_largest_component=[3])
     with pytest.raises(ValueError, match="connectivity"):
-        Predictor(load_module(checkpoint), keep_largest=True, connectivity=8)
+        _predictor(load_networks(checkpoint), keep_largest_component=True, connectivity=8)
 
 
 def test_keep_largest_foreground_keeps_what_touches_the_largest_component():
@@ -232,8 +232,8 @@ def test_the_checkpoints_validated_postprocessing_is_applied_unless_turned_off(t
     module = load_module(make_checkpoint(tmp_path / "pp.ckpt", postprocessing=choice))
     assert module.postprocessing == choice
     volume = _volume((20, 18, 9), seed=3)
-    raw = Predictor(module, postprocess=False).predict(volume).array
-    cleaned = Predictor(module).predict(volume).array
+    raw = _predictor(module.trained_network(), postprocess=False).predict(volume).array
+    cleaned = Predictor(module.trained_network()).predict(volume).array
     # The reference, with scipy directly: the largest foreground component, then class 2's.
     components, _ = ndimage.label(raw > 0, np.ones((3, 3, 3)))
     largest = np.bincount(components.ravel())[1:].argmax() + 1
@@ -247,27 +247,26 @@ def test_the_checkpoints_validated_postprocessing_is_applied_unless_turned_off(t
 
 def test_an_ensemble_applies_only_the_steps_every_checkpoint_chose():
     def member(foreground, classes, connectivity=26):
-        return SimpleNamespace(postprocessing={"largest_foreground": foreground,
-                                               "largest_component": classes,
-                                               "connectivity": connectivity})
+        return {"largest_foreground": foreground, "largest_component": classes,
+                "connectivity": connectivity}
 
     assert agreed_postprocessing([member(True, [1, 2]), member(True, [2])]) == {
         "largest_foreground": True, "largest_component": [2], "connectivity": 26}
     assert agreed_postprocessing([member(True, [1]), member(False, [2])]) is None
     assert agreed_postprocessing([member(True, []), member(True, [], connectivity=6)]) is None
-    assert agreed_postprocessing([SimpleNamespace()]) is None  # a module without a choice
+    assert agreed_postprocessing([None]) is None  # a checkpoint without a choice
 
 
 # --- precision --------------------------------------------------------------------------------
 
 def test_bf16_autocast_stays_close_to_float32_and_bad_precision_is_refused(checkpoint):
     volume = _volume()
-    full = Predictor(load_module(checkpoint), precision="32").predict_all(volume)
-    half = Predictor(load_module(checkpoint), precision="bf16").predict_all(volume)
+    full = _predictor(load_networks(checkpoint), precision="32").predict_all(volume)
+    half = _predictor(load_networks(checkpoint), precision="bf16").predict_all(volume)
     # bf16 keeps 8 mantissa bits: probabilities move by well under 0.05, but they do move
     # (identical maps would mean autocast never reached the network).
     difference = np.abs(half.probabilities.array - full.probabilities.array).max()
     assert 0 < difference < 0.05
     assert half.probabilities.array.dtype == np.float32
     with pytest.raises(ValueError, match="precision must be one of"):
-        Predictor(load_module(checkpoint), precision="fp8")
+        _predictor(load_networks(checkpoint), precision="fp8")

@@ -23,7 +23,7 @@ from volseg.data.adapters.nifti_folder import NiftiFolderLayout
 from volseg.data.cache import CaseCache
 from volseg.data.case_checks import BadCasesError
 from volseg.data.preprocess import Preprocessor
-from volseg.inference.predictor import predict_cases
+from volseg.engine.predict import predict_cases
 from volseg.io import GEOMETRY_TOLERANCE, Volume, write_volume
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,9 +21,9 @@ from tests.conftest import FAST, compose_config
 from tests.engine.test_resume import _plain
 from tests.inference.conftest import make_checkpoint, oblique_volume
 from volseg.engine.checkpoint_io import AtomicCheckpointIO
+from volseg.engine.predict import predict_cases
 from volseg.engine.rng_state import RNGState
 from volseg.engine.train import train
-from volseg.inference.predictor import predict_cases
 from volseg.io import write_volume
 
 REPO = Path(__file__).resolve().parents[2]

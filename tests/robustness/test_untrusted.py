@@ -11,10 +11,11 @@ import torch
 
 from tests.inference.conftest import make_checkpoint, oblique_volume
 from volseg.engine import SegmentationModule, TestPredictionWriter
-from volseg.inference.predictor import load_module, predict_cases
+from volseg.engine.checkpoint_loading import load_module
+from volseg.engine.predict import predict_cases
+from volseg.engine.trusted import UntrustedTargetError, check_targets
 from volseg.io import write_volume
 from volseg.safe_names import UnsafeNameError, output_path
-from volseg.trusted import UntrustedTargetError, check_targets
 
 
 @pytest.fixture(scope="module")

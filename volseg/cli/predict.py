@@ -13,14 +13,15 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
 from volseg.compose import CONFIG_PATH
+from volseg.engine.predict import predict_cases
 from volseg.evaluate import dataset_references, evaluate, print_summary, references_under
-from volseg.inference.inputs import dataset_cases
-from volseg.inference.predictor import predict_cases, volume_stem
+from volseg.inference.inputs import dataset_cases, volume_stem
 
 log = logging.getLogger("predict")
 
@@ -28,9 +29,6 @@ log = logging.getLogger("predict")
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 def main(cfg: DictConfig) -> None:
     """Entry point: the command line is read from ``sys.argv``."""
-    # Plain lists for the list-valued options, not ListConfig.
-    options = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-               for key, value in cfg.items() if key not in ("paths", "hydra", "data")}
     try:
         if (cfg.input is None) == (cfg.get("data") is None):
             raise ValueError("give input=<volumes> or data=<name> (with split=), one of them")
@@ -38,15 +36,14 @@ def main(cfg: DictConfig) -> None:
                                                                         cfg.split)
         if cfg.labels is not None:
             references_under(cfg.labels)  # a missing folder or no references: before any work
-        summary = predict_cases(
-            options["ckpt_path"], source, cfg.output, device=cfg.device,
-            tile_size=options["tile_size"], overlap=cfg.overlap, batch_size=cfg.batch_size,
-            tta_axes=options["tta_axes"], mc_dropout=cfg.mc_dropout,
-            uncertainty=cfg.uncertainty, save_probabilities=cfg.save_probabilities,
-            keep_largest=options["keep_largest_component"], connectivity=cfg.connectivity,
-            precision=str(cfg.precision), overwrite=cfg.overwrite,
-            postprocess=cfg.postprocess,
-        )
+        try:
+            settings = instantiate(cfg.predictor, _convert_="all")
+        except InstantiationException as error:  # the option's own message, one line
+            raise ValueError(f"predictor: {error.__cause__ or error}") from None
+        summary = predict_cases(OmegaConf.to_container(cfg.ckpt_path)
+                                if OmegaConf.is_config(cfg.ckpt_path) else cfg.ckpt_path,
+                                source, cfg.output, settings, device=cfg.device,
+                                overwrite=cfg.overwrite)
     except (FileNotFoundError, ValueError) as error:
         log.error("%s", error)
         sys.exit(2)

@@ -365,17 +365,6 @@ class Preprocessor:
         inverse = [trace.permutation.index(axis) for axis in range(3)]
         return probabilities.permute(0, *(1 + i for i in inverse))
 
-    @classmethod
-    def restore_labels(
-        cls, logits: torch.Tensor, target: Trace | Mapping | Sequence[int]
-    ) -> torch.Tensor:
-        """uint8 label map on the original grid from ``(K, x', y', z')`` logits.
-
-        Softmax, then `restore` the probabilities, then argmax.
-        """
-        probabilities = torch.softmax(logits.float(), dim=0)
-        return class_argmax(cls.restore(probabilities, target))
-
 
 def class_argmax(probabilities: torch.Tensor, slab: int = 16) -> torch.Tensor:
     """uint8 ``argmax`` over the classes of ``(K, x, y, z)``, slab by slab along x.

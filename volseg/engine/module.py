@@ -9,13 +9,15 @@ from typing import Any, Literal
 import numpy as np
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from volseg.data.preprocess import Preprocessor
-from volseg.inference import sliding_window_inference
+from volseg.engine.trusted import check_targets, instantiate_trusted
+from volseg.inference.inferer import SlidingWindowInferer
+from volseg.inference.labels import class_labels
+from volseg.inference.network import TrainedNetwork
 from volseg.inference.norm_checks import batch_norm_warning, tile_warning
-from volseg.inference.postprocess import apply_postprocessing, describe_postprocessing
+from volseg.inference.postprocess import describe_postprocessing
 from volseg.metrics import (
     AverageSurfaceDistanceMetric,
     DiceMetric,
@@ -27,7 +29,6 @@ from volseg.metrics import (
     VolumeSimilarityMetric,
     update_surface_metrics,
 )
-from volseg.trusted import check_targets, instantiate_trusted
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,8 @@ class SegmentationModule(pl.LightningModule):
         scheduler: LR scheduler config with ``_partial_: true``, or ``None``/empty for none.
         class_names: one name per class, background first; metrics are named after them.
         preprocessing: `Preprocessor` settings the network was trained with.
-        inference: sliding-window settings: ``tile_size`` (x, y, z), ``overlap``,
-            ``batch_size``, ``mode`` (``gaussian`` or ``constant``).
+        inference: sliding-window settings (`SlidingWindowInferer`): ``tile_size``
+            (x, y, z), ``overlap``, ``batch_size``, ``mode`` (``gaussian`` or ``constant``).
         scheduler_monitor: metric a ReduceLROnPlateau-style scheduler watches.
         scheduler_frequency: epochs between scheduler steps (match validation frequency).
         channels_last: keep weights and inputs in the channels-last 3D memory layout, which
@@ -179,7 +180,7 @@ class SegmentationModule(pl.LightningModule):
         self.loss: nn.Module = instantiate_trusted(loss)
         self.class_names = list(class_names)
         self.preprocessor = Preprocessor.from_dict(preprocessing)
-        self.inference = dict(inference)
+        self.inferer = SlidingWindowInferer.from_settings(inference)
         self.ignore_index = ignore_index
         _check_loss_ignores(self.loss, ignore_index)
         self.regions = _check_regions(regions or {}, len(self.class_names))
@@ -251,44 +252,20 @@ class SegmentationModule(pl.LightningModule):
     def forward(self, image: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         return self.net(image.contiguous(memory_format=self.memory_format))
 
+    def trained_network(self) -> TrainedNetwork:
+        """This module's network as inference takes it: with its preprocessing, its
+        sliding-window settings and the post-processing chosen so far, without training."""
+        return TrainedNetwork(
+            network=self.net, preprocessor=self.preprocessor, inferer=self.inferer,
+            class_names=self.class_names, in_channels=self.hparams.net.get("in_channels"),
+            regions=self.regions, postprocessing=dict(self.postprocessing),
+            memory_format=self.memory_format)
+
     def predict_logits(
         self, image: torch.Tensor, progress: Callable[[int, int], None] | None = None
     ) -> torch.Tensor:
         """Whole-volume logits ``(N, K, x, y, z)`` by Gaussian-weighted sliding window."""
-
-        tile_size = [int(t) for t in self.inference["tile_size"]]
-        margin = self._valid_margin(tile_size)
-
-        def full_resolution(tiles: torch.Tensor) -> torch.Tensor:
-            if any(margin):  # unpadded convolutions: feed the context they consume
-                pad = [p for m in reversed(margin) for p in (m // 2, m - m // 2)]
-                tiles = F.pad(tiles, pad, mode="replicate")
-            output = self(tiles)
-            # Deep-supervision networks return several scales; the first is full resolution.
-            output = output[0] if isinstance(output, (list, tuple)) else output
-            if tuple(output.shape[-3:]) != tuple(tile_size):
-                raise ValueError(
-                    f"module.inference.tile_size={tile_size} gives a {tuple(output.shape[-3:])} "
-                    "network output; choose a tile the network maps onto itself"
-                )
-            return output
-
-        return sliding_window_inference(
-            full_resolution,
-            image,
-            tile_size=tile_size,
-            overlap=self.inference.get("overlap", 0.5),
-            mode=self.inference.get("mode", "gaussian"),
-            batch_size=self.inference.get("batch_size", 1),
-            progress=progress,
-        )
-
-    def _valid_margin(self, tile_size: Sequence[int]) -> list[int]:
-        """Voxels per axis that a valid-padding network (``output_shape``) trims off a tile."""
-        output_shape = getattr(self.net, "output_shape", None)
-        if output_shape is None:
-            return [0, 0, 0]
-        return [t - o for t, o in zip(tile_size, output_shape(tile_size))]
+        return self.trained_network().logits(image, progress)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -355,17 +332,13 @@ class SegmentationModule(pl.LightningModule):
         original = batch["original_label"]
         # Caches written before traces existed only resampled: the original shape suffices.
         trace = batch["meta"].get("trace") or original.shape[-3:]
-        prediction = Preprocessor.restore_labels(logits[0], trace)
-        if self.postprocessing != NO_POSTPROCESSING:
-            cleaned = apply_postprocessing(prediction.cpu().numpy(), self.postprocessing)
-            prediction = torch.from_numpy(cleaned).to(prediction.device)
-        self._update_metrics(self.test_metrics, prediction[None], original,
-                             batch["meta"]["original"]["spacing"])
-        return {
-            "case_id": batch["case_id"],
-            "prediction": prediction.cpu().numpy(),
-            "geometry": batch["meta"]["original"],
-        }
+        probabilities = Preprocessor.restore(torch.softmax(logits[0].float(), dim=0), trace)
+        # The labels `volseg predict` would write for this case.
+        labels = class_labels(probabilities, self.postprocessing)
+        self._update_metrics(self.test_metrics, torch.from_numpy(labels).to(logits.device)[None],
+                             original, batch["meta"]["original"]["spacing"])
+        return {"case_id": batch["case_id"], "prediction": labels,
+                "geometry": batch["meta"]["original"]}
 
     def _log_metrics(self, metrics: nn.ModuleDict, stage: str) -> None:
         """Log ``<stage>/<metric>_<class>`` per foreground class and ``<stage>/<metric>``, the
@@ -385,7 +358,7 @@ class SegmentationModule(pl.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         warnings = (
             batch_norm_warning(self.net, getattr(datamodule, "batch_size", None)),
-            tile_warning(self.net, self.inference.get("tile_size"),
+            tile_warning(self.net, self.inferer.tile_size,
                          getattr(datamodule, "patch_size", None), "module.inference.tile_size"),
         )
         for warning in filter(None, warnings):

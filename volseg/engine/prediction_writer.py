@@ -7,15 +7,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from volseg.io import Volume, write_volume
-from volseg.safe_names import output_path
+from volseg.inference.writer import Prediction, write_prediction
+from volseg.io import Volume
 
 
 class TestPredictionWriter(pl.Callback):
-    """Saves ``<case_id>.nii.gz`` label maps from `SegmentationModule.test_step` outputs.
-
-    Each file is written atomically (`volseg.io.write_volume`), and only under ``dirpath``: a
-    case id that is not a plain file name is refused (`volseg.safe_names.output_path`).
+    """Saves ``<case_id>.nii.gz`` label maps from `SegmentationModule.test_step` outputs,
+    through the writer ``volseg predict`` uses (`volseg.inference.writer.write_prediction`).
 
     Args:
         dirpath: output folder (the run's ``predictions/`` by default).
@@ -32,6 +30,6 @@ class TestPredictionWriter(pl.Callback):
         if not outputs:
             return
         geometry = outputs["geometry"]
-        volume = Volume(outputs["prediction"], geometry["spacing"], geometry["origin"],
+        labels = Volume(outputs["prediction"], geometry["spacing"], geometry["origin"],
                         geometry["direction"])
-        write_volume(volume, output_path(self.dirpath, outputs["case_id"]))
+        write_prediction(Prediction(labels), self.dirpath, outputs["case_id"])

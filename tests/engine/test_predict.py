@@ -1,4 +1,4 @@
-"""predict: geometry round trip, inputs, failures, CLI."""
+"""`volseg.engine.predict`: geometry round trip, inputs, failures, outputs never replaced, CLI."""
 
 import subprocess
 import sys
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tests.inference.conftest import oblique_volume
-from volseg.inference.predictor import find_inputs, predict_cases
+from volseg.engine.predict import predict_cases
+from volseg.inference.inputs import find_inputs
 from volseg.io import write_volume
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,12 +86,20 @@ def test_cli_writes_predictions_and_exits_nonzero_on_failure(checkpoint, tmp_pat
                           cwd=tmp_path)
     assert done.returncode == 1
     assert "FAILED b" in done.stdout + done.stderr
+    # A bad prediction option: exit 2 before any work, the option named in one line.
+    done = subprocess.run([*command, "output=never", "predictor.precision=fp8"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "predictor: precision must be one of ['32', 'bf16', '16'], got 'fp8'" in (
+        done.stdout + done.stderr)
+    assert not (tmp_path / "never").exists()
 
 
 def test_in_place_softmax_and_slab_argmax_match_torch():
     import torch
 
-    from volseg.inference.predictor import class_argmax, softmax_
+    from volseg.data.preprocess import class_argmax
+    from volseg.inference.predictor import softmax_
 
     logits = torch.randn(2, 5, 37, 6, 4, generator=torch.Generator().manual_seed(0)) * 30
     expected = torch.softmax(logits, dim=1)

@@ -1,6 +1,6 @@
 import pytest
 
-from volseg.trusted import UntrustedTargetError, check_targets, instantiate_trusted
+from volseg.engine.trusted import UntrustedTargetError, check_targets, instantiate_trusted
 
 
 def test_allowed_targets_build():

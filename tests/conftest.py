@@ -11,8 +11,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-import volseg.compose
-from volseg.compose import builtin_config_dir
+import volseg.runs.compose
+from volseg.runs.compose import builtin_config_dir
 
 # pytest-xdist's workers share the machine's cores: each worker, and each process a test starts
 # (documented commands, DDP ranks, sweep jobs), gets its share. More intra-op threads than cores
@@ -48,7 +48,7 @@ def compose_config(
 ) -> DictConfig:
     """Compose ``<name>.yaml`` as the CLI would, with outputs and data under tmp_path."""
     data_dir = data_dir or tmp_path / "data"
-    cfg = volseg.compose.compose_config(
+    cfg = volseg.runs.compose.compose_config(
         [f"paths.root_dir={tmp_path}", f"paths.data_dir={data_dir}", *overrides], name)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")

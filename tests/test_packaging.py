@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from volseg.compose import CONFIG_PATH, builtin_config_dir
+from volseg.runs.compose import CONFIG_PATH, builtin_config_dir
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11 and newer
 

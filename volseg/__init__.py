@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig
 
-from volseg.compose import compose_run
-from volseg.resolvers import register_resolvers
+from volseg.runs.compose import compose_run
+from volseg.runs.resolvers import register_resolvers
 
 if TYPE_CHECKING:
     from volseg.runs import Run

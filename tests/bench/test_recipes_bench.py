@@ -48,7 +48,7 @@ def test_finished_runs_are_read_not_rerun_and_tabled(tmp_path, capsys):
 
 
 def test_every_recipe_composes():
-    from volseg.compose import compose_config
+    from volseg.runs.compose import compose_config
 
     for overrides in RECIPES.values():
         compose_config(["data=synthetic", *overrides])

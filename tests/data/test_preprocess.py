@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from scipy import ndimage
 
-from tests.test_io import OBLIQUE
+from tests.io.test_volume import OBLIQUE
 from volseg.data.preprocess import Preprocessor, Trace, class_argmax, orientation_code
 from volseg.io import Volume
 

@@ -156,7 +156,7 @@ def test_a_tree_and_a_data_split_give_one_output_per_case_on_its_grid(layout, tm
     # of the first case checked against SimpleITK.
     import SimpleITK as sitk
 
-    from volseg.evaluate import evaluate
+    from volseg.evaluation import evaluate
 
     report = evaluate(tmp_path / "folder", tree, tmp_path / "eval", class_names=classes)
     assert report["failed"] == [] and sorted(c["case"] for c in report["cases"]) == sorted(ids)

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 import volseg
 from tests.conftest import FAST, compose_config
-from volseg.resolvers import find_last_checkpoint, resolve_ckpt_path, resume_dir
+from volseg.runs.resolvers import find_last_checkpoint, resolve_ckpt_path, resume_dir
 
 REPO = Path(__file__).resolve().parents[2]
 

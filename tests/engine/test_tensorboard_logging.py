@@ -20,7 +20,7 @@ from volseg.engine.tensorboard_logging import (
     ValidationImageLogger,
     scalar_hparams,
 )
-from volseg.overlay import overlay_picture
+from volseg.io.overlay import overlay_picture
 
 
 def fake_trainer(loggers: list, epoch: int = 0, max_epochs: int = 10, **extra) -> SimpleNamespace:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 
-from tests.test_io import OBLIQUE
+from tests.io.test_volume import OBLIQUE
 from volseg.engine import SegmentationModule
 from volseg.io import Volume
 

@@ -7,7 +7,7 @@ import pytest
 from tests.inference.conftest import oblique_volume
 from volseg.inference.writer import Prediction, refuse_existing_outputs, write_prediction
 from volseg.io import read_volume
-from volseg.safe_names import UnsafeNameError
+from volseg.io.safe_names import UnsafeNameError
 
 
 def _prediction(with_maps: bool) -> Prediction:

@@ -15,7 +15,7 @@ from volseg.engine.checkpoint_loading import load_module
 from volseg.engine.predict import predict_cases
 from volseg.engine.trusted import UntrustedTargetError, check_targets
 from volseg.io import write_volume
-from volseg.safe_names import UnsafeNameError, output_path
+from volseg.io.safe_names import UnsafeNameError, output_path
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +30,12 @@ def _payloads(marker: Path) -> dict[str, dict]:
         "subprocess.Popen": {"_target_": "subprocess.Popen", "_args_": [["touch", str(marker)]]},
         "builtins.eval": {"_target_": "builtins.eval",
                           "_args_": [f"open({str(marker)!r}, 'w')"]},
-        # Allowed prefix, but Hydra's lookup walks on to os.system through volseg.atomic's import.
-        "volseg.atomic.os.system": {"_target_": "volseg.atomic.os.system",
-                                    "_args_": [f"touch {marker}"]},
+        # Allowed prefix, but Hydra's lookup walks on to os.system through an import of
+        # volseg.io.atomic.
+        "volseg.io.atomic.os.system": {"_target_": "volseg.io.atomic.os.system",
+                                       "_args_": [f"touch {marker}"]},
         # An allowed module's function that writes any file it is told to.
-        "volseg.atomic.write_json": {"_target_": "volseg.atomic.write_json", "data": 1,
+        "volseg.io.atomic.write_json": {"_target_": "volseg.io.atomic.write_json", "data": 1,
                                      "path": str(marker)},
     }
 
@@ -72,7 +73,7 @@ def test_the_allow_list_refuses_functions_and_classes_defined_outside_it():
         check_targets({"_target_": "torch.nn.functional.relu"})
     # Classes reached through an allowed module's imports, defined elsewhere.
     with pytest.raises(UntrustedTargetError, match="it is pathlib.Path, outside"):
-        check_targets({"_target_": "volseg.atomic.Path"})
+        check_targets({"_target_": "volseg.io.atomic.Path"})
     with pytest.raises(UntrustedTargetError, match="it is torch.Tensor, outside"):
         check_targets({"_target_": "torch.nn.modules.module.torch.Tensor"})
     check_targets({"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau"})  # allowed

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import comma_ints
+from volseg.io.atomic import write_report
 
 if TYPE_CHECKING:
     from volseg.data.augment import Augmentation

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import comma_ints
+from volseg.io.atomic import write_report
 
 SOURCE_SPACING = (1.0, 1.0, 1.5)  # mm; the cache resamples to TARGET_SPACING, as real runs do
 TARGET_SPACING = (1.5, 1.5, 1.5)

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command
+from volseg.io.atomic import write_report
 
 MODES = ("monai", "volseg", "fast")
 NUM_CLASSES = 3

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
+from volseg.io.atomic import write_report
 from volseg.metrics import average_surface_distance, hausdorff_distance, surface_dice
 
 TOLERANCE_MM = 2.0

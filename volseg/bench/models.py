@@ -32,9 +32,9 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
-from volseg.compose import builtin_config_dir
+from volseg.io.atomic import write_report
+from volseg.runs.compose import builtin_config_dir
 
 MODEL_CONFIGS = builtin_config_dir() / "model"
 BENCH_IN_CHANNELS = 1

@@ -14,7 +14,7 @@ built-in CT phantom by default) both tools get the same cases: volseg's split (i
   same number of optimizer steps (``--budget steps``) or for nnU-Net's training wall time
   (``--budget time``), and ``volseg predict`` (its default inference).
 
-Both tools' predictions are scored by one evaluator (`volseg.evaluate.evaluate`) against the
+Both tools' predictions are scored by one evaluator (`volseg.evaluation.evaluate`) against the
 test labels. Wall times are of each tool's own commands, as a user runs them; peak RSS is the
 largest resident set of any process a command started (``RUSAGE_CHILDREN``). nnU-Net runs from
 the Python environment ``--python`` names (the ``[peer]`` extra installs nnunetv2; its own
@@ -38,9 +38,9 @@ from pathlib import Path
 
 import yaml
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command
+from volseg.io.atomic import write_report
 from volseg.runs import METRICS_JSON
 
 DATASET_ID = 987
@@ -173,7 +173,7 @@ def write_nnunet_split(preprocessed: Path, split: Mapping[str, Sequence[str]]) -
 
 def scores(pred: Path, labels: Path, class_names: Sequence[str], output: Path) -> dict:
     """Mean Dice and HD95 per foreground class over the test cases (one evaluator for both)."""
-    from volseg.evaluate import evaluate
+    from volseg.evaluation import evaluate
 
     report = evaluate(pred, labels, output, class_names=class_names, metrics=["dice", "hd95"])
     if report["failed"]:
@@ -304,7 +304,7 @@ def dataset_and_split(overrides: Sequence[str]) -> tuple[Path, dict, list[str]]:
     """The data config's root (generated on first use), its split and class names."""
     from hydra.utils import instantiate
 
-    from volseg.compose import compose_config
+    from volseg.runs.compose import compose_config
 
     cfg = compose_config(list(overrides))
     datamodule = instantiate(cfg.data)

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command
 from volseg.io import Volume
+from volseg.io.atomic import write_report
 
 
 def write_ct(path: Path, size: Sequence[int], spacing: Sequence[float]) -> sitk.Image:

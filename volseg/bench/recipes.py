@@ -24,9 +24,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command
+from volseg.io.atomic import write_report
 from volseg.runs import HISTORY_CSV, METRICS_JSON
 
 PHANTOMS = {"synthetic": "data=synthetic", "synthetic_mri": "data=synthetic_mri"}

@@ -1,5 +1,5 @@
 """What a benchmark's command line reads and records: list arguments and the command line that
-reruns it (its Markdown file: `volseg.atomic.write_report`)."""
+reruns it (its Markdown file: `volseg.io.atomic.write_report`)."""
 
 from __future__ import annotations
 

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import torch
 
-from volseg.atomic import write_report
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command
+from volseg.io.atomic import write_report
 
 
 @dataclass
@@ -99,8 +99,8 @@ def benchmark_train(
     """Time ``steps`` training steps with the real loader and with a ready-made batch."""
     from hydra.utils import instantiate
 
-    from volseg.compose import compose_config
     from volseg.engine.train import build_module
+    from volseg.runs.compose import compose_config
 
     # ReduceLROnPlateau waits for a validation score these runs never compute; the learning
     # rate's schedule does not change a step's time.

@@ -18,9 +18,9 @@ SUBCOMMANDS = {
     "train": ("volseg.cli.train", "train, validate and test a model (Hydra overrides; -m sweeps)"),
     "predict": ("volseg.cli.predict", "label maps of volumes from a trained checkpoint"),
     "evaluate": ("volseg.cli.evaluate", "score label maps against references (Dice, HD95, ...)"),
-    "plan": ("volseg.plan", "fingerprint a dataset; suggest its spacing and patch size"),
-    "verify": ("volseg.verify", "check every case of a dataset before training"),
-    "report": ("volseg.report", "leaderboard of a sweep or of runs: Markdown, CSV and PNG"),
+    "plan": ("volseg.cli.plan", "fingerprint a dataset; suggest its spacing and patch size"),
+    "verify": ("volseg.cli.verify", "check every case of a dataset before training"),
+    "report": ("volseg.cli.report", "leaderboard of a sweep or of runs: Markdown, CSV and PNG"),
     "bench": ("volseg.bench.__main__", "benchmarks against MONAI, TorchIO and others"),
 }
 

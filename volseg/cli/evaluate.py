@@ -3,7 +3,7 @@
 Or ``data=<name> [data.root=...] [split=...]`` instead of ``gt``: the references are that data
 config's cases, read as training reads them. Writes ``evaluation.json``, ``.csv`` and ``.md``
 (and overlays with ``images=``) into ``output`` and prints the summary table
-(`volseg.evaluate.evaluate`). Exit status 1 when any case could not be scored, 2 when nothing
+(`volseg.evaluation.evaluate`). Exit status 1 when any case could not be scored, 2 when nothing
 could (a missing folder, a bad setting).
 """
 
@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
-from volseg.compose import CONFIG_PATH
-from volseg.evaluate import dataset_references, evaluate, print_summary
+from volseg.evaluation import dataset_references, evaluate, print_summary
 from volseg.inference.inputs import dataset_cases
+from volseg.runs.compose import CONFIG_PATH
 
 log = logging.getLogger("evaluate")
 

@@ -18,10 +18,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import volseg  # noqa: F401 - registers the config resolvers
-from volseg.compose import CONFIG_PATH
 from volseg.engine.predict import predict_cases
-from volseg.evaluate import dataset_references, evaluate, print_summary, references_under
-from volseg.inference.inputs import dataset_cases, volume_stem
+from volseg.evaluation import dataset_references, evaluate, print_summary, references_under
+from volseg.inference.inputs import dataset_cases
+from volseg.io.names import volume_stem
+from volseg.runs.compose import CONFIG_PATH
 
 log = logging.getLogger("predict")
 

@@ -17,8 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import volseg  # noqa: F401 - registers the config resolvers
-from volseg.compose import CONFIG_PATH
 from volseg.planning.plan_file import register_plan_files
+from volseg.runs.compose import CONFIG_PATH
 
 log = logging.getLogger(__name__)
 

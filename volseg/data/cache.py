@@ -37,11 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.atomic import atomic_path, write_json
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.case_checks import BadCasesError, CaseProblem, check_case
 from volseg.data.case_pool import map_cases
 from volseg.data.preprocess import Preprocessor
+from volseg.io.atomic import atomic_path, write_json
 
 # Foreground voxels kept per class for oversampling: enough to cover a lesion's extent,
 # small enough that the index file stays a few hundred kB even for a whole-organ class.

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.atomic import write_json
 from volseg.data.adapters.base import Case, DatasetLayout
 from volseg.data.cache import dataset_cache_dir
 from volseg.data.preprocess import (
@@ -31,6 +30,7 @@ from volseg.data.preprocess import (
     orientation_code,
     orientation_transform,
 )
+from volseg.io.atomic import write_json
 
 # nnU-Net's collect_foreground_intensities draws 10,000 voxels per case by default (its planner
 # passes 1e8 / number of cases): plenty for percentiles, bounded memory for any dataset.
@@ -80,7 +80,7 @@ class IntensityStatistics:
 
 @dataclass
 class Fingerprint:
-    """Everything the planner (`volseg.plan`) needs from a dataset; JSON-serialisable.
+    """Everything the planner (`volseg.planning.plan`) needs from a dataset; JSON-serialisable.
 
     Attributes:
         cases: one `CaseFingerprint` per case.

@@ -27,8 +27,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from volseg.atomic import write_json
 from volseg.io import IDENTITY_DIRECTION, Volume, write_volume
+from volseg.io.atomic import write_json
 
 # Bump whenever the generated content changes: a dataset written by another version is rebuilt.
 GENERATOR_VERSION = 1

@@ -12,7 +12,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.trainer.states import TrainerFn
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 

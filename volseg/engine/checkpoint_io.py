@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -18,7 +18,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own save goes through an fsspec transaction, which on a local disk writes to
     the system temp folder and moves the file across: not a rename on the same file system,
     and nothing flushed to disk first. Here the checkpoint is written and fsynced beside its
-    final name (`volseg.atomic.atomic_path`), then renamed onto it, so a crash or ``kill -9``
+    final name (`volseg.io.atomic.atomic_path`), then renamed onto it, so a crash or ``kill -9``
     mid-write leaves the previous ``last.ckpt`` as it was.
     """
 

@@ -1,4 +1,4 @@
-"""Score a run's test predictions with `volseg.evaluate` once testing ends: a JSON report."""
+"""Score a run's test predictions with `volseg.evaluation` once testing ends: a JSON report."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class EvaluationReport(pl.Callback):
     Args:
         predictions: the folder the test predictions are written to.
         output: where the reports go.
-        metrics: which of `volseg.evaluate.METRICS`.
+        metrics: which of `volseg.evaluation.METRICS`.
         include_background: score class 0 too; the report then also has the mean over all
             classes.
         tolerance_mm: surface Dice tolerance.
@@ -29,7 +29,7 @@ class EvaluationReport(pl.Callback):
     def __init__(self, predictions: str | Path, output: str | Path,
                  metrics: Sequence[str] = ("dice", "iou"), include_background: bool = True,
                  tolerance_mm: float = 2.0) -> None:
-        from volseg.evaluate import METRICS
+        from volseg.evaluation import METRICS
 
         unknown = [m for m in metrics if m not in METRICS]
         if unknown or not metrics:
@@ -42,7 +42,7 @@ class EvaluationReport(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_rank != 0 or trainer.sanity_checking:
             return
-        from volseg.evaluate import dataset_references, evaluate
+        from volseg.evaluation import dataset_references, evaluate
         from volseg.inference.inputs import dataset_cases
 
         references = dataset_references(dataset_cases(trainer.datamodule, "test"))

@@ -20,7 +20,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities import rank_zero_only
 
-from volseg.atomic import atomic_path, write_csv, write_json
+from volseg.io.atomic import atomic_path, write_csv, write_json
 from volseg.runs import HISTORY_CSV, HISTORY_JSON, HISTORY_PNG, metric_value
 
 if TYPE_CHECKING:

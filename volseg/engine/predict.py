@@ -15,7 +15,7 @@ from volseg.inference.inputs import InputCase, check_unique_names, find_inputs, 
 from volseg.inference.predictor import Predictor
 from volseg.inference.settings import PredictionSettings
 from volseg.inference.writer import refuse_existing_outputs, write_prediction
-from volseg.safe_names import output_path
+from volseg.io.safe_names import output_path
 
 log = logging.getLogger(__name__)
 

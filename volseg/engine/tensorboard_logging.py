@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 from pytorch_lightning.trainer.states import TrainerFn
 
-from volseg.overlay import overlay_picture
+from volseg.io.overlay import overlay_picture
 from volseg.runs import metric_value
 
 
@@ -26,7 +26,7 @@ def tensorboard_logger(trainer: pl.Trainer) -> TensorBoardLogger | None:
 class ValidationImageLogger(pl.Callback):
     """Every ``every_n_epochs`` epochs, one overlay image per validation case in TensorBoard.
 
-    The image is `volseg.overlay.overlay_picture` (the picture ``volseg evaluate``
+    The image is `volseg.io.overlay.overlay_picture` (the picture ``volseg evaluate``
     writes): rows are the x, y and z planes through the largest reference structure, columns
     image | reference | prediction, labels blended in one colour per class. It is drawn from
     the prediction `SegmentationModule.validation_step` returns, so no second inference pass

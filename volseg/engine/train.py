@@ -21,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import LearningRateMonitor
 from pytorch_lightning.utilities import rank_zero_only
 
-from volseg.atomic import write_json
 from volseg.engine.best_checkpoint import BestCheckpoint
 from volseg.engine.launch import ddp_job, use_rank_command
 from volseg.engine.module import SegmentationModule
 from volseg.engine.smoothed_metric import SmoothedMetric
-from volseg.resolvers import LAST, resolve_ckpt_path
+from volseg.io.atomic import write_json
 from volseg.runs import METRICS_JSON, last_checkpoint, metric_value, write_resolved_config
+from volseg.runs.resolvers import LAST, resolve_ckpt_path
 from volseg.sweep.pruning import OptunaPruning
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     ``ckpt_path`` resumes training (weights, optimizer, scheduler, callbacks, epoch) from a
     checkpoint file, or from ``last``: the newest ``last.ckpt`` under
-    ``<paths.log_dir>/<task_name>/runs`` (`volseg.resolvers.resolve_ckpt_path`). Under DDP
+    ``<paths.log_dir>/<task_name>/runs`` (`volseg.runs.resolvers.resolve_ckpt_path`). Under DDP
     every rank runs this function; only rank 0 writes ``metrics.json``.
     """
     with ddp_job():  # a sweep's next job in this process starts its own DDP ranks

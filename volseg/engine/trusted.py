@@ -4,10 +4,10 @@ A checkpoint's hyperparameters name classes for Hydra to build (``_target_``). A
 from elsewhere could name ``os.system``; building from it must refuse before anything runs.
 
 The name alone is not enough: Hydra follows attributes through modules, so
-``volseg.atomic.os.system`` starts with ``volseg.`` yet is ``os.system``. A target must
+``volseg.io.atomic.os.system`` starts with ``volseg.`` yet is ``os.system``. A target must
 therefore resolve to a class that is itself defined under an allowed prefix. Only classes:
 every stored config builds a network, loss, optimizer or scheduler, while a function under an
-allowed prefix could do whatever its arguments say (``volseg.atomic.write_json`` writes any
+allowed prefix could do whatever its arguments say (``volseg.io.atomic.write_json`` writes any
 file). ``torch.optim.`` stays allowed because every checkpoint's optimizer and scheduler
 configs name its classes; they take parameters and numbers and run nothing else.
 """

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 import SimpleITK as sitk
 
 from volseg.io import Volume, VolumeReadError, check_nifti, read_channels
+from volseg.io.names import VOLUME_SUFFIXES, volume_stem
 
 if TYPE_CHECKING:
     from volseg.data.datamodule import SegmentationDataModule
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
 # A file with one of these suffixes lists one input path (file or folder) per line.
 LIST_SUFFIXES = (".txt", ".lst")
 _CHANNEL_SUFFIX = re.compile(r"_(\d{4})$")
@@ -70,15 +70,6 @@ class InputCase:
     def source(self) -> str:
         """The files, as error messages name them."""
         return ", ".join(str(p) for p in self.paths)
-
-
-def volume_stem(path: Path) -> str | None:
-    """The file name without its volume suffix, or ``None`` if it is not a volume file."""
-    name = path.name
-    for suffix in VOLUME_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return None
 
 
 def is_label(path: Path) -> bool:

@@ -3,7 +3,7 @@
 ``<case_id>.nii.gz`` (labels), ``<case_id>_probabilities.nii.gz`` and
 ``<case_id>_uncertainty.nii.gz``, each written atomically (complete or absent) and only under
 the output folder: a case id that is not a plain file name is refused before anything is
-written (`volseg.safe_names.output_path`).
+written (`volseg.io.safe_names.output_path`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from volseg.atomic import atomic_path
 from volseg.io import Volume, write_volume
-from volseg.safe_names import output_path
+from volseg.io.atomic import atomic_path
+from volseg.io.safe_names import output_path
 
 # Every file a case's prediction may write, after its name.
 OUTPUT_SUFFIXES = (".nii.gz", "_probabilities.nii.gz", "_uncertainty.nii.gz")

@@ -19,7 +19,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 PLAN_SUFFIXES = (".yaml", ".yml")
 

@@ -1,4 +1,4 @@
-"""``volseg report <multirun dir>``: a leaderboard of every job of a sweep.
+"""A leaderboard of every job of a sweep (``volseg report <multirun dir>``: `volseg.cli.report`).
 
 Reads each job folder's ``.hydra/overrides.yaml`` and ``metrics.json`` (written by
 `volseg.engine.train.train`, or `write_failure` for a job that raised) and ranks the jobs by
@@ -24,10 +24,9 @@ and prints the Markdown table. Exits 2 when a folder does not exist or holds no 
 From Python (a notebook): ``load_runs(path)`` gives one flat dictionary per job.
 """
 
-from volseg.report.cli import main
 from volseg.report.jobs import configuration_labels, find_job_dirs, load_runs
 from volseg.report.leaderboard import write_leaderboard
 from volseg.report.ranking import aggregate_folds, rank
 
-__all__ = ["aggregate_folds", "configuration_labels", "find_job_dirs", "load_runs", "main",
-           "rank", "write_leaderboard"]
+__all__ = ["aggregate_folds", "configuration_labels", "find_job_dirs", "load_runs", "rank",
+           "write_leaderboard"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 
 def _shorten(label: str, width: int = 60) -> str:

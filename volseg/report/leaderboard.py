@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from volseg.atomic import write_csv, write_report
+from volseg.io.atomic import write_csv, write_report
 from volseg.report.chart import plot_leaderboard
 from volseg.report.jobs import FOLD_KEY, common_overrides, load_runs
 from volseg.report.ranking import aggregate_folds, is_kfold, number_or_none, numeric_columns, rank

@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from volseg.atomic import atomic_path, write_csv
+from volseg.io.atomic import atomic_path, write_csv
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 from hydra.utils import instantiate
 
 from tests.conftest import compose_config
-from tests.test_io import nifti_affine
+from tests.io.test_volume import nifti_affine
 
 datasets = pytest.importorskip("nilearn.datasets")
 

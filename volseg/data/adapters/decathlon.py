@@ -32,8 +32,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from volseg.data.adapters.base import Case, DatasetLayout
-from volseg.data.adapters.files import read_image_files, strip_ending
+from volseg.data.adapters.files import read_image_files
 from volseg.io import Volume
+from volseg.io.names import strip_ending
 
 _CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 # The fix for a missing or unreadable dataset.json, in every error about it.
@@ -73,7 +74,7 @@ def dataset_json_setting(root: str | Path, key: str) -> int | list[str]:
     The class names in label value order (either ``labels`` convention, see
     `class_names_from_labels`), their number, and the number of ``channel_names`` (nnU-Net
     v2) or ``modality`` (Decathlon) entries. ``conf/data/decathlon.yaml`` reads them through
-    the ``${dataset_json:<root>,<key>}`` resolver (`volseg.resolvers`).
+    the ``${dataset_json:<root>,<key>}`` resolver (`volseg.runs.resolvers`).
 
     Raises:
         FileNotFoundError: ``root`` holds no dataset.json.

@@ -1,4 +1,5 @@
-"""File-name conventions shared by the adapters: NIfTI endings, pairing images with labels.
+"""Files shared by the adapters: pairing images with labels, finding and reading them (what a
+volume file is called is `volseg.io.names`).
 
 Several layouts keep images and labels in two folders and pair them by file name (a plain
 ``images/`` + ``labels/`` folder, HipMRI's ``semantic_MRs_anon/`` + ``semantic_labels_anon/``);
@@ -8,50 +9,14 @@ the pairing, and its error listing every unmatched file, is written once here.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from volseg.io import Volume, VolumeReadError, read_channels, read_multichannel
+from volseg.io.names import NIFTI_ENDINGS
 
-# Longest first, so that "a.nii.gz" is "a" and not "a.nii".
-NIFTI_ENDINGS = (".nii.gz", ".nii")
 # Errors list at most this many file names; a whole folder of them helps nobody.
 MAX_LISTED = 10
-
-
-def strip_ending(name: str, endings: Sequence[str] = NIFTI_ENDINGS) -> str | None:
-    """``name`` without the first of ``endings`` it ends with, or ``None`` if none."""
-    for ending in endings:
-        if name.endswith(ending) and len(name) > len(ending):
-            return name[: -len(ending)]
-    return None
-
-
-def files_by_name(
-    folder: Path, endings: Sequence[str] = NIFTI_ENDINGS,
-    key: Callable[[str], str] = lambda stem: stem,
-) -> dict[str, Path]:
-    """Files in ``folder`` with one of ``endings``, keyed by ``key(name without ending)``.
-
-    Hidden files are skipped: archives made on macOS carry ``._<name>`` resource forks beside
-    every image (the Medical Segmentation Decathlon tarballs do).
-
-    Raises:
-        FileNotFoundError: ``folder`` is missing.
-        ValueError: two files share a key (``a.nii`` beside ``a.nii.gz``).
-    """
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: missing folder")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        stem = strip_ending(path.name, endings)
-        if stem is None or path.name.startswith(".") or not path.is_file():
-            continue
-        name = key(stem)
-        if name in found:
-            raise ValueError(f"{path}: same case name {name!r} as {found[name].name}")
-        found[name] = path
-    return found
 
 
 def pair_by_name(

@@ -17,7 +17,8 @@ import re
 from pathlib import Path
 
 from volseg.data.adapters.base import Case, DatasetLayout
-from volseg.data.adapters.files import files_by_name, pair_by_name
+from volseg.data.adapters.files import pair_by_name
+from volseg.io.names import files_by_name
 
 IMAGES = "semantic_MRs_anon"
 LABELS = "semantic_labels_anon"

@@ -14,8 +14,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from volseg.data.adapters.base import Case, DatasetLayout
-from volseg.data.adapters.files import files_by_name, pair_by_name, read_image_files
+from volseg.data.adapters.files import pair_by_name, read_image_files
 from volseg.io import Volume
+from volseg.io.names import files_by_name
 
 
 class NiftiFolderLayout(DatasetLayout):

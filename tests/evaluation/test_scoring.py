@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from volseg.evaluate import evaluate
+from volseg.evaluation import evaluate
 from volseg.io import Volume, read_volume, write_volume
-from volseg.overlay import write_png
+from volseg.io.overlay import write_png
 
 SPACING = (0.8, 0.9, 2.5)
 ORIGIN = (-10.0, 5.0, 30.0)

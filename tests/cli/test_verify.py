@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from volseg.cli.verify import main
 from volseg.io import Volume, read_volume, write_volume
-from volseg.verify import main
 
 REPO = Path(__file__).resolve().parents[1]
 ORIGIN = (-40.0, -30.0, -200.0)

@@ -26,10 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 import volseg  # noqa: F401 - registers the config resolvers
-from volseg.compose import compose_config, split_config_dir
 from volseg.data import SegmentationDataModule
 from volseg.data.case_checks import PROBLEM_KINDS, CaseProblem, case_problems
 from volseg.data.case_pool import map_cases
+from volseg.runs.compose import compose_config, split_config_dir
 
 # What each kind of problem means, for the summary table.
 KIND_HELP = {

@@ -18,11 +18,12 @@ from tests.conftest import FAST, compose_config
 from tests.data.adapters import trees
 from tests.data.test_fingerprint import MemoryLayout
 from tests.experiments.test_experiments import SMALL
+from volseg.cli.plan import main, run_plan, split_plan_options
 from volseg.data.cache import dataset_cache_dir
 from volseg.data.fingerprint import Fingerprint, compute_fingerprint
 from volseg.data.preprocess import Preprocessor
 from volseg.io import Volume
-from volseg.plan import main, make_plan, median_shape_at, run_plan, split_plan_options
+from volseg.planning.plan import make_plan, median_shape_at
 
 REPO = Path(__file__).resolve().parents[1]
 

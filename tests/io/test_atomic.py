@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from volseg.atomic import atomic_path, write_json
+from volseg.io.atomic import atomic_path, write_json
 
 
 def test_temporary_name_keeps_compound_suffix(tmp_path):

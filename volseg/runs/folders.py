@@ -20,7 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 # The run folder's file names: spelt here only; the checkpoint folder is also
 # conf/callbacks/default.yaml's `dirpath` (``${paths.output_dir}/checkpoints``).

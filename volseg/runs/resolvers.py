@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from volseg.runs import CHECKPOINT_DIR, LAST_CHECKPOINT
+from volseg.runs.folders import CHECKPOINT_DIR, LAST_CHECKPOINT
 
 LAST = "last"  # ckpt_path value: the newest run of this task that saved checkpoints/last.ckpt
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 # Distinct colours for labels 1, 2, ... (background stays the image); repeats after 10.
 PALETTE = np.array([

@@ -27,7 +27,7 @@ import nibabel
 import numpy as np
 import SimpleITK as sitk
 
-from volseg.atomic import atomic_path
+from volseg.io.atomic import atomic_path
 
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 # Geometry tolerance when comparing an image with its label or its other channels (mm, and

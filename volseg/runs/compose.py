@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from volseg.planning.plan_file import register_plan_files
-from volseg.runs import task_config
+from volseg.runs.folders import task_config
 
 CONFIG_PACKAGE = "volseg.conf"
 # For ``@hydra.main(config_path=CONFIG_PATH)``: the same package, as Hydra names one.

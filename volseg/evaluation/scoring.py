@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +33,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
 
-from volseg.atomic import atomic_path, write_csv, write_json
-from volseg.inference.inputs import InputCase, find_inputs, read_case, volume_stem
+from volseg.evaluation.references import Reference, references_under
+from volseg.evaluation.tables import write_markdown
+from volseg.inference.inputs import find_inputs, read_case
 from volseg.io import Volume, VolumeReadError, read_volume
+from volseg.io.atomic import write_csv, write_json
+from volseg.io.names import volume_files
+from volseg.io.overlay import overlay_picture, write_png
 from volseg.metrics import dice, iou, surface_metrics, volume_similarity
 from volseg.metrics.surface import BOTH_EMPTY_PERFECT
-from volseg.overlay import overlay_picture, write_png
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +52,6 @@ DISTANCES = ("hausdorff", "hd95", "assd")
 # ``both_empty``: the value of a structure in neither map. "undefined" is NaN, left out of the
 # means (nnU-Net's convention); "perfect" counts it as a match: overlap 1, distance 0.
 BOTH_EMPTY = ("undefined", "perfect")
-HEADINGS = {"dice": "Dice", "iou": "IoU", "volume_similarity": "vol. sim.",
-            "hausdorff": "HD mm", "hd95": "HD95 mm", "assd": "ASSD mm", "surface_dice": "NSD"}
 
 
 @dataclass(frozen=True)
@@ -63,14 +61,6 @@ class Structure:
     name: str
     labels: tuple[int, ...]
     kind: str  # "class" or "region"
-
-
-@dataclass
-class Reference:
-    """A case's reference labels: a file, or a dataset layout's reader."""
-
-    name: str  # what names the reference in messages and reports
-    read: Callable[[], Volume]
 
 
 def structures(class_names: Sequence[str], regions: Mapping[str, Sequence[int]] | None = None,
@@ -190,55 +180,6 @@ def _json_number(value: float) -> float | str | None:
     if math.isnan(value):
         return None
     return "inf" if math.isinf(value) else value
-
-
-def volume_files(folder: Path) -> dict[str, Path]:
-    """The volume files directly in ``folder`` by case name (file name without its suffix)."""
-    return {stem: path for path in sorted(folder.iterdir())
-            if path.is_file() and not path.name.startswith(".") and (stem := volume_stem(path))}
-
-
-def dataset_references(cases: Sequence[InputCase]) -> dict[str, Reference]:
-    """References of a dataset's cases (`volseg.inference.inputs.dataset_cases`), read by its
-    layout; cases without labels are left out."""
-    return {c.case_id: Reference(f"the label of case {c.case_id} ({c.source})", c.label_reader)
-            for c in cases if c.label_reader is not None}
-
-
-def references_under(gt: str | Path, num_classes: int | None = None) -> dict[str, Reference]:
-    """References under ``gt``: a flat folder of label files, or a dataset root whose layout
-    `detect_layout` recognises (read with that layout's default settings).
-
-    Raises:
-        FileNotFoundError: ``gt`` is missing, or holds no reference files.
-        ValueError: the recognised layout has another number of classes than the predictions
-            (say which data config to use instead).
-    """
-    from volseg.data.adapters.detect import detect_layout
-
-    gt = Path(gt)
-    if not gt.is_dir():
-        raise FileNotFoundError(f"gt={gt}: no such folder")
-    layout = detect_layout(gt)
-    if layout is not None:
-        names = layout.class_names
-        if num_classes is not None and names is not None and len(names) != num_classes:
-            raise ValueError(
-                f"gt={gt} is a {type(layout).__name__} dataset whose default settings give "
-                f"{len(names)} classes {names}, the predictions {num_classes}: pass its data "
-                f"config with the settings used in training (data=<name> data.root={gt} ...) "
-                "instead of gt")
-        cases = [InputCase(c.case_id, list(c.image_paths),
-                           label_reader=lambda c=c: layout.read_label(c))
-                 for c in layout.list_cases() if c.label_path is not None]
-        found = dataset_references(cases)
-    else:
-        found = {case: Reference(str(path), lambda path=path: read_volume(path))
-                 for case, path in volume_files(gt).items()}
-    if not found:
-        raise FileNotFoundError(f"no reference files found under {gt} (gt): label files named "
-                                "as the predictions, or a dataset root of a known layout")
-    return found
 
 
 def evaluate(
@@ -382,69 +323,3 @@ def _read(read: Callable[[], Volume], source: str) -> Volume:
                          ) from None
 
 
-def _cell(statistics: dict) -> str:
-    """``mean ± std``, with the cases left out: undefined (NaN) and infinite distances."""
-    if statistics["mean"] is None:
-        text = "—"
-    else:
-        text = f"{statistics['mean']:.4f} ± {statistics['std']:.4f}"
-    notes = []
-    if statistics["infinite"]:
-        notes.append(f"{statistics['infinite']} inf")
-    if statistics["undefined"]:
-        notes.append(f"{statistics['undefined']} undef.")
-    return text + (f" ({', '.join(notes)})" if notes else "")
-
-
-def _rows(report: Mapping[str, Any]) -> list[list[str]]:
-    metrics = report["settings"]["metrics"]
-    rows = [[name, *(_cell(values[m]) for m in metrics), str(values[metrics[0]]["n"])]
-            for name, values in report["summary"].items()]
-    for group, means in report["mean"].items():
-        label = "mean over classes" + (" (with background)" if group == "all_classes" else "")
-        rows.append([label, *("—" if means[m] is None else f"{means[m]:.4f}" for m in metrics),
-                     ""])
-    return rows
-
-
-FOOTNOTE = ("Mean ± std over the cases where the value is finite. \"inf\": a structure in only "
-            "one of prediction and reference, whose distances are infinite; \"undef.\": in "
-            "neither map (NaN). Both are left out of the mean and counted in brackets.")
-
-
-def write_markdown(report: Mapping[str, Any], path: Path) -> Path:
-    """The summary as a Markdown table, with the footnote on infinite and undefined values."""
-    metrics = report["settings"]["metrics"]
-    header = ["structure", *(HEADINGS[m] for m in metrics), "cases"]
-    lines = [f"# Evaluation: {len(report['cases'])} case(s) scored, {len(report['failed'])} "
-             f"failed, {len(report['unpredicted'])} reference(s) without a prediction", "",
-             f"`pred={report['settings']['pred']}`, surface Dice tolerance "
-             f"{report['settings']['tolerance_mm']} mm.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(report)]
-    lines += ["", FOOTNOTE, ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
-    return path
-
-
-def print_summary(report: dict) -> None:
-    """Print `summary_table`; without a terminal (logs) wide enough to keep every name."""
-    console = Console() if sys.stdout.isatty() else Console(width=200)
-    console.print(summary_table(report))
-
-
-def summary_table(report: dict) -> Table:
-    """The summary as a Rich table: mean ± std per structure and metric, then the class means."""
-    metrics = report["settings"]["metrics"]
-    table = Table(title=f"{len(report['cases'])} case(s) scored, {len(report['failed'])} failed, "
-                        f"{len(report['unpredicted'])} reference(s) without a prediction",
-                  caption=FOOTNOTE)
-    table.add_column("structure")
-    for metric in metrics:
-        table.add_column(HEADINGS[metric], justify="right")
-    table.add_column("cases", justify="right")
-    for row in _rows(report):
-        table.add_row(*row)
-    return table

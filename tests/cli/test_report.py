@@ -5,9 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.report.sweeps import (
-    ROOT,
-)
+from tests.report.sweeps import ROOT
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -76,6 +76,9 @@ class SegmentationDataModule(pl.LightningDataModule):
             ``None`` for the plain train/val split.
         ignore_index: label value of unannotated voxels (sparse annotation), allowed in label
             files besides ``0..num_classes-1``; ``None`` for dense labels.
+        regions: the dataset's scored regions, name -> label values united into one
+            structure (KiTS23's); carried for the model (``module.regions`` interpolates
+            ``data.regions``) and ``volseg evaluate``; the data itself does not change.
         sparse_annotation: simulate sparse annotation on dense labels (Çiçek et al. 2016):
             ``{slices_per_axis: k or [kx, ky, kz], seed: 0}``; training patches keep labels
             only on those slices, the rest become ``ignore_index`` (which must be set).
@@ -107,6 +110,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         sparse_annotation: Mapping | None = None,
         augment: Mapping | None = None,
         augment_device: str = "cpu",
+        regions: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if len(class_names) != num_classes:
@@ -117,6 +121,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.class_names = list(class_names)
+        self.regions = {str(name): [int(v) for v in labels]
+                        for name, labels in (regions or {}).items()}
         self.preprocessor = Preprocessor(spacing=spacing, **preprocessing)
         if augment_device not in ("cpu", "gpu"):
             raise ValueError(f"data.augment_device must be cpu or gpu, got {augment_device!r}")

@@ -29,8 +29,8 @@ def test_kits23_regions_name_existing_labels(tmp_path, drop_cyst):
     if not drop_cyst:
         overrides += ["data.layout.drop_cyst=false", "data.num_classes=4",
                       "data.class_names=[background,kidney,tumor,cyst]",
-                      "~module.regions",
-                      "+module.regions={kidney_and_masses:[1,2,3],masses:[2,3],tumor:[2]}"]
+                      "~data.regions",
+                      "+data.regions={kidney_and_masses:[1,2,3],masses:[2,3],tumor:[2]}"]
     cfg = compose_config("train", tmp_path, overrides)
     dm = instantiate(cfg.data)
     assert dm.layout.class_names == list(cfg.data.class_names)

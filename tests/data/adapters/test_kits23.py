@@ -70,4 +70,4 @@ def test_trains_end_to_end_scoring_regions(tmp_path, train_layout):
         write_volume(Volume(label, (2.0, 1.5, 1.5)), folder / "segmentation.nii.gz")
     cfg, metrics = train_layout("kits23", "data.batch_size=2", "data.spacing=[2.0,1.5,1.5]")
     assert "val/dice_tumor" in metrics and "val/dice_cyst" not in metrics
-    assert "val/dice_region_kidney_and_masses" in metrics  # module.regions from kits23.yaml
+    assert "val/dice_region_kidney_and_masses" in metrics  # data.regions from kits23.yaml

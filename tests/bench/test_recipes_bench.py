@@ -1,6 +1,5 @@
 """`volseg bench recipes`: the stability figures and the table, on run folders made by hand."""
 
-import csv
 import json
 
 import pytest
@@ -10,8 +9,9 @@ from volseg.bench.recipes import RECIPES, curve_drops, run_folder
 
 
 def _rows(means, organ, lesion):
-    return [{"epoch": str(e), "val/dice": str(m), "val/dice_organ": str(o),
-             "val/dice_lesion": str(les), "val/dice_ema": "0.0"}
+    """history.json's rows (`volseg.engine.history`)."""
+    return [{"epoch": e, "val/dice": m, "val/dice_organ": o, "val/dice_lesion": les,
+             "val/dice_ema": 0.0}
             for e, (m, o, les) in enumerate(zip(means, organ, lesion))]
 
 
@@ -24,7 +24,7 @@ def test_drops_are_counted_after_the_first_quarter_worked_by_hand():
     mean_drop, class_drop = curve_drops(rows)
     assert mean_drop == pytest.approx(0.15) and class_drop == pytest.approx(0.4)
     # A smoothed column named like a class (val/dice_ema) is not a class.
-    rows[5]["val/dice_ema"] = "-5"
+    rows[5]["val/dice_ema"] = -5.0
     assert curve_drops(rows) == (mean_drop, class_drop)
 
 
@@ -35,11 +35,8 @@ def test_finished_runs_are_read_not_rerun_and_tabled(tmp_path, capsys):
         (folder / "metrics.json").write_text(json.dumps({
             "test/dice_organ": 0.9, "test/dice_lesion": lesion, "test/dice": (0.9 + lesion) / 2,
             "wall_time_s": 120.0, "epochs": 12}))
-        with open(folder / "history.csv", "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(_rows([0], [0], [0])[0]))
-            writer.writeheader()
-            writer.writerows(_rows([0.5, 0.6, 0.7, 0.4], [0.6, 0.7, 0.8, 0.7],
-                                   [0.4, 0.5, 0.6, 0.1]))
+        rows = _rows([0.5, 0.6, 0.7, 0.4], [0.6, 0.7, 0.8, 0.7], [0.4, 0.5, 0.6, 0.1])
+        (folder / "history.json").write_text(json.dumps(rows))
     assert main(["recipes", "--phantoms", "synthetic", "--recipes", "default", "--seeds", "1",
                  "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

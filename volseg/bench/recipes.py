@@ -16,18 +16,17 @@ checkout ships and ``before_18`` pins what it shipped before (BatchNorm, checkpo
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from volseg.bench.machine import machine_description
 from volseg.bench.report import rerun_command
 from volseg.io.atomic import write_report
-from volseg.runs import HISTORY_CSV, METRICS_JSON
+from volseg.runs import METRICS_JSON, load_run
 
 PHANTOMS = {"synthetic": "data=synthetic", "synthetic_mri": "data=synthetic_mri"}
 # Each recipe pins what differs from today's shipped defaults, so it reruns as it was measured.
@@ -83,10 +82,10 @@ def train(folder: Path, phantom: str, recipe: str, seed: int, extra: Sequence[st
                            f"{folder / 'train.out'}")
 
 
-def curve_drops(rows: Sequence[dict[str, str]]) -> tuple[float, float]:
+def curve_drops(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
     """The largest epoch-to-epoch fall of ``val/dice`` and of any ``val/dice_<class>`` after the
     first quarter of the epochs (a rise counts as 0)."""
-    def value(row: dict[str, str], key: str) -> float | None:
+    def value(row: Mapping[str, Any], key: str) -> float | None:
         text = row.get(key)
         return float(text) if text not in (None, "") else None
 
@@ -104,10 +103,10 @@ def curve_drops(rows: Sequence[dict[str, str]]) -> tuple[float, float]:
 
 
 def summarize(folder: Path) -> dict:
-    """One run's figures, read from its ``metrics.json`` and ``history.csv``."""
-    metrics = json.loads((folder / METRICS_JSON).read_text())
-    with open(folder / HISTORY_CSV, newline="") as table:
-        mean_drop, class_drop = curve_drops(list(csv.DictReader(table)))
+    """One run's figures, read from its ``metrics.json`` and ``history.json`` (`load_run`)."""
+    run = load_run(folder)
+    metrics = run.metrics
+    mean_drop, class_drop = curve_drops(run.history)
     dice = {key.removeprefix("test/dice_"): value for key, value in metrics.items()
             if key.startswith("test/dice_") and "_region_" not in key}
     return {"dice": dice, "mean": metrics.get("test/dice"), "minutes": metrics["wall_time_s"] / 60,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from volseg.runs import METRICS_JSON
+from volseg.runs import METRICS_JSON, read_metrics
 
 FOLD_KEY = "data.fold"
 
@@ -59,7 +58,7 @@ def load_runs(*paths: str | Path) -> list[dict[str, Any]]:
     rows = []
     for job in job_dirs:
         overrides = _read_overrides(job)
-        metrics = _read_metrics(job)
+        metrics = read_metrics(job)
         status = metrics.pop("status", "completed") if metrics else "missing"
         fold = _fold(overrides)
         rows.append({
@@ -83,17 +82,6 @@ def _read_overrides(job: Path) -> list[str]:
     if not path.is_file():
         return []
     return [str(o) for o in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
-
-
-def _read_metrics(job: Path) -> dict[str, Any]:
-    path = job / METRICS_JSON
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        # metrics.json is written atomically, so this is a file someone else wrote or edited.
-        return {"status": "failed", "error": f"unreadable metrics.json: {error}"}
 
 
 def _key(override: str) -> str:

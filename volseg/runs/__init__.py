@@ -14,10 +14,11 @@ from volseg.runs.folders import (
     last_checkpoint,
     load_run,
     metric_value,
+    read_metrics,
     task_config,
     write_resolved_config,
 )
 
 __all__ = ["CHECKPOINT_DIR", "HISTORY_CSV", "HISTORY_JSON", "HISTORY_PNG", "LAST_CHECKPOINT",
            "METRICS_JSON", "RESOLVED_CONFIG", "Run", "last_checkpoint", "load_run",
-           "metric_value", "task_config", "write_resolved_config"]
+           "metric_value", "read_metrics", "task_config", "write_resolved_config"]

@@ -92,6 +92,19 @@ def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
 
 
+def read_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's ``metrics.json``: empty while the run is unfinished (or was killed), and
+    ``{"status": "failed", "error": ...}`` when the file cannot be read as JSON: it is written
+    atomically, so someone else wrote or edited it."""
+    path = Path(run_dir) / METRICS_JSON
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        return {"status": "failed", "error": f"unreadable {METRICS_JSON}: {error}"}
+
+
 def load_run(run_dir: str | Path) -> Run:
     """Read a run folder: final metrics, per-epoch history and config.
 
@@ -101,9 +114,7 @@ def load_run(run_dir: str | Path) -> Run:
     path = Path(run_dir)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such run folder")
-    metrics_file = path / METRICS_JSON
-    metrics = json.loads(metrics_file.read_text(encoding="utf-8")) if metrics_file.is_file() \
-        else {}
+    metrics = read_metrics(path)
     config = None
     for candidate in (path / RESOLVED_CONFIG, path / ".hydra" / "config.yaml"):
         if candidate.is_file():
@@ -117,4 +128,4 @@ def load_run(run_dir: str | Path) -> Run:
 
 __all__ = ["CHECKPOINT_DIR", "HISTORY_CSV", "HISTORY_JSON", "HISTORY_PNG", "LAST_CHECKPOINT",
            "METRICS_JSON", "RESOLVED_CONFIG", "Run", "last_checkpoint", "load_run",
-           "write_resolved_config"]
+           "read_metrics", "write_resolved_config"]

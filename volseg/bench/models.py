@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch import nn
 
 from volseg.bench.machine import machine_description
 from volseg.io.atomic import write_report
-from volseg.runs.compose import builtin_config_dir
+from volseg.runs.compose import builtin_config_dir, compose_config
 
 MODEL_CONFIGS = builtin_config_dir() / "model"
 BENCH_IN_CHANNELS = 1
@@ -80,49 +80,22 @@ def model_config_paths(conf_dir: str | os.PathLike = MODEL_CONFIGS) -> dict[str,
     return {p.stem: p for p in sorted(Path(conf_dir).glob("*.yaml"))}
 
 
-def compose_model_config(path: str | os.PathLike) -> DictConfig:
-    """Load a model YAML and merge its ``defaults`` list as Hydra does for a group option.
-
-    ``defaults: [unet3d]`` names another file of the same folder (``/model/unet3d`` as well).
-    Without an explicit ``_self_`` entry the file's own keys come last and win (Hydra >= 1.1).
-    Interpolations such as ``${data.in_channels}`` are left unresolved.
-    """
-    return _compose(Path(path), ())
-
-
-def _compose(path: Path, seen: tuple[Path, ...]) -> DictConfig:
-    if path in seen:
-        raise ValueError(f"defaults cycle: {' -> '.join(p.stem for p in (*seen, path))}")
-    raw = OmegaConf.load(path)
-    if not isinstance(raw, DictConfig):
-        raise ValueError(f"{path} must hold a mapping, got a list")
-    defaults = raw.pop("defaults", [])
-    if "_self_" not in defaults:
-        defaults = [*defaults, "_self_"]
-    merged = OmegaConf.create()
-    for entry in defaults:
-        if entry == "_self_":
-            merged = OmegaConf.merge(merged, raw)
-        elif isinstance(entry, str):
-            other = path.parent / f"{entry.rsplit('/', 1)[-1]}.yaml"
-            if not other.is_file():
-                raise ValueError(f"{path.name}: defaults entry {entry!r} names no file {other}")
-            merged = OmegaConf.merge(merged, _compose(other, (*seen, path)))
-        else:
-            raise ValueError(f"{path.name}: only plain names and _self_ are supported in "
-                             f"defaults, got {entry!r}")
-    return merged
-
-
 def model_config(
     path: str | os.PathLike, in_channels: int, out_channels: int, **overrides: Any
 ) -> dict[str, Any]:
-    """The composed config of ``path`` as a plain dict, ready for `hydra.utils.instantiate`.
+    """The config of ``path`` (a ``model/<name>.yaml``) as ``volseg train model=<name>``
+    composes it (`volseg.runs.compose.compose_config`, with ``path``'s config folder as
+    ``--config-dir`` when it is not volseg's own), as a plain dict ready for
+    `hydra.utils.instantiate`.
 
     ``in_channels``/``out_channels`` replace the config's values; interpolations into the data
     config (``${data.in_channels}``, ``${data.num_classes}``) resolve to them as well.
     """
-    cfg = compose_model_config(path)
+    path = Path(path).resolve()
+    own = path.parent == MODEL_CONFIGS.resolve()
+    composed = compose_config([f"model={path.stem}"],
+                              config_dir=None if own else path.parent.parent)
+    cfg = OmegaConf.create(OmegaConf.to_container(composed.model, resolve=False))
     cfg.in_channels = in_channels
     cfg.out_channels = out_channels
     for key, value in overrides.items():

@@ -45,6 +45,13 @@ def test_loaders_give_patches_and_whole_volumes(datamodule):
     assert list(volume["original_label"].shape[1:]) == volume["meta"]["original"]["shape"]
 
 
+def test_a_split_setting_left_out_is_named(train_config):
+    """The split's values are written once, in conf/data/base.yaml: no default in code hides
+    a config that lost one."""
+    with pytest.raises(Exception, match=r"data.split is missing \['folds'\]"):
+        instantiate(train_config("~data.split.folds").data)
+
+
 def test_num_classes_follows_the_class_names_and_an_override_must_agree(train_config):
     assert instantiate(train_config("data.class_names=[a,b]").data).num_classes == 2
     with pytest.raises(Exception, match="data.class_names has 2 names but data.num_classes=3"):

@@ -6,6 +6,8 @@ import pytest
 from volseg.data.splits import _create_once, load_or_make_splits, make_splits, select
 
 CASES = [f"case_{i:02d}" for i in range(20)]
+# conf/data/base.yaml's split settings, given in full as the data module gives them.
+SPLIT = {"val_fraction": 0.2, "test_fraction": 0.2, "seed": 0, "folds": 5}
 GROUPS = {case: f"patient_{i // 3}" for i, case in enumerate(CASES)}  # 7 patients
 
 
@@ -14,18 +16,19 @@ def _plain(splits):
 
 
 def test_fractions_disjoint_and_complete():
-    splits = make_splits(CASES, val_fraction=0.2, test_fraction=0.1, seed=3)
+    splits = make_splits(CASES, val_fraction=0.2, test_fraction=0.1, seed=3, folds=5)
     assert [len(cases) for cases in _plain(splits)] == [14, 4, 2]
     assert sorted(sum(_plain(splits), [])) == CASES
 
 
 def test_seed_changes_the_split_and_is_reproducible():
-    assert make_splits(CASES, seed=1) == make_splits(CASES, seed=1)
-    assert make_splits(CASES, seed=1)["test"] != make_splits(CASES, seed=2)["test"]
+    assert make_splits(CASES, **SPLIT) == make_splits(CASES, **SPLIT)
+    other_seed = make_splits(CASES, **(SPLIT | dict(seed=2)))
+    assert make_splits(CASES, **SPLIT)["test"] != other_seed["test"]
 
 
 def test_groups_never_straddle_splits():
-    splits = make_splits(CASES, 0.25, 0.25, seed=0, groups=GROUPS)
+    splits = make_splits(CASES, 0.25, 0.25, seed=0, groups=GROUPS, folds=5)
     where = {}
     for name, cases in zip(("train", "val", "test"), _plain(splits)):
         for case in cases:
@@ -33,16 +36,16 @@ def test_groups_never_straddle_splits():
 
 
 def test_tiny_dataset_still_validates_and_tests():
-    splits = make_splits(CASES[:3], 0.1, 0.1)
+    splits = make_splits(CASES[:3], 0.1, 0.1, 0, folds=5)
     assert [len(cases) for cases in _plain(splits)] == [1, 1, 1]
     assert splits["folds"] == []  # two cases outside the test set: too few for 5 folds
     with pytest.raises(ValueError, match="too few"):
-        make_splits(CASES[:2], 0.1, 0.1)
+        make_splits(CASES[:2], 0.1, 0.1, 0, folds=5)
 
 
 def test_bad_fractions_name_the_key():
     with pytest.raises(ValueError, match="data.split"):
-        make_splits(CASES, 0.6, 0.5)
+        make_splits(CASES, 0.6, 0.5, 0, folds=5)
 
 
 @pytest.mark.parametrize("groups", [None, GROUPS], ids=["cases", "patients"])
@@ -71,11 +74,11 @@ def test_fold_sizes_differ_by_at_most_one_group():
 
 
 def test_fold_out_of_range_or_missing_names_the_key():
-    splits = make_splits(CASES, folds=5)
+    splits = make_splits(CASES, 0.2, 0.2, 0, folds=5)
     with pytest.raises(ValueError, match=r"data.fold=5 is outside 0..4"):
         select(splits, 5)
     with pytest.raises(ValueError, match="data.fold=0 but the splits hold no folds"):
-        select(make_splits(CASES[:4], 0.25, 0.25), 0)
+        select(make_splits(CASES[:4], 0.25, 0.25, 0, folds=5), 0)
     with pytest.raises(ValueError, match="hold 5 folds but data.split.folds=3"):
         select(splits, 0, folds=3)
 
@@ -122,18 +125,19 @@ def test_stratification_respects_groups():
 
 def test_saved_splits_are_reused_and_checked(tmp_path):
     path = tmp_path / "splits.json"
-    first = load_or_make_splits(path, CASES, seed=0)
+    first = load_or_make_splits(path, CASES, **(SPLIT | dict(seed=0)))
     assert json.loads(path.read_text()) == first
-    assert load_or_make_splits(path, CASES, seed=99) == first  # reused, not remade
+    # Reused, not remade:
+    assert load_or_make_splits(path, CASES, **(SPLIT | dict(seed=99))) == first
     with pytest.raises(ValueError, match="splits.json: names cases not in the dataset"):
-        load_or_make_splits(path, CASES[:10])
+        load_or_make_splits(path, CASES[:10], **SPLIT)
 
 
 def test_excluded_cases_may_be_named_and_are_dropped(tmp_path):
     path = tmp_path / "splits.json"
-    full = load_or_make_splits(path, CASES)
+    full = load_or_make_splits(path, CASES, **SPLIT)
     gone = full["test"][0]
-    kept = load_or_make_splits(path, [c for c in CASES if c != gone], excluded={gone})
+    kept = load_or_make_splits(path, [c for c in CASES if c != gone], excluded={gone}, **SPLIT)
     assert gone not in kept["test"] and gone not in sum(kept["folds"], [])
     assert kept["train"] == full["train"]
 
@@ -142,19 +146,21 @@ def test_old_format_file_loads_and_gets_folds_from_its_train_and_val(tmp_path):
     path = tmp_path / "splits.json"
     old = {"train": CASES[:12], "val": CASES[12:16], "test": CASES[16:]}
     path.write_text(json.dumps(old))
-    splits = load_or_make_splits(path, CASES, seed=0, folds=4)
+    splits = load_or_make_splits(path, CASES, **(SPLIT | dict(seed=0, folds=4)))
     assert select(splits) == old
     assert sorted(sum(splits["folds"], [])) == CASES[:16]
     assert select(splits, 2)["test"] == old["test"]
-    assert load_or_make_splits(path, CASES, seed=0, folds=4) == splits  # the same in every job
+    # The same in every job:
+    assert load_or_make_splits(path, CASES, **(SPLIT | dict(seed=0, folds=4))) == splits
     assert json.loads(path.read_text()) == old  # the file itself is left as it was
 
 
 def test_first_writer_wins_and_everyone_reads_its_file(tmp_path):
     path = tmp_path / "splits.json"
-    first = make_splits(CASES, seed=1)
+    first = make_splits(CASES, 0.2, 0.2, seed=1, folds=5)
     assert _create_once(first, path) == first
-    assert _create_once(make_splits(CASES, seed=2), path) == first  # the loser reads the winner
+    # The loser reads the winner:
+    assert _create_once(make_splits(CASES, 0.2, 0.2, seed=2, folds=5), path) == first
     assert list(tmp_path.iterdir()) == [path]  # no temporary files left
 
 
@@ -166,7 +172,7 @@ def test_concurrent_creation_ends_with_one_consistent_file(tmp_path):
     def job(index):
         start.wait()
         # Different seeds make different splits: only one of them may end up used by all.
-        results[index] = load_or_make_splits(path, CASES, seed=index)
+        results[index] = load_or_make_splits(path, CASES, **(SPLIT | dict(seed=index)))
 
     threads = [threading.Thread(target=job, args=(i,)) for i in range(8)]
     for thread in threads:

@@ -117,7 +117,8 @@ def datamodule_settings(root: Path, cache_dir: Path, patch: Sequence[int], batch
         "class_names": CLASS_NAMES, "spacing": list(TARGET_SPACING), "patch_size": list(patch),
         "batch_size": batch_size, "num_workers": 0,
         "preprocessing": {"intensity": "zscore"}, "cache_dir": str(cache_dir),
-        "split": {"val": 0.2, "test": 0.2, "seed": 0, "file": str(root / "splits.json")},
+        "split": {"val": 0.2, "test": 0.2, "seed": 0, "folds": 5, "stratify": False,
+                  "file": str(root / "splits.json")},
         "samples_per_epoch": batches * batch_size, "cache_workers": workers,
     }
 

@@ -30,6 +30,9 @@ from volseg.io import Volume
 log = logging.getLogger(__name__)
 
 
+# The keys of ``data.split`` (their values: conf/data/base.yaml).
+SPLIT_SETTINGS = frozenset({"val", "test", "seed", "folds", "stratify", "file"})
+
 class SegmentationDataModule(pl.LightningDataModule):
     """One data module for every dataset; the layout adapter is the only per-dataset part.
 
@@ -54,7 +57,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         cache_dir: where cached data is kept: this dataset's in a folder of its own,
             ``<cache_dir>/<root name>-<hash>`` (`volseg.data.cache.dataset_cache_dir`),
             its fingerprint and its preprocessed cases.
-        split: ``val``/``test`` fractions, ``seed``, ``folds`` (cross-validation folds, 5),
+        split: ``val``/``test`` fractions, ``seed``, ``folds`` (cross-validation folds),
             ``stratify`` (spread each foreground class over the splits; see
             `volseg.data.splits`) and ``file`` (the saved ``splits.json``).
         samples_per_epoch: training patches per epoch.
@@ -140,6 +143,9 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.patch_size = tuple(int(p) for p in patch_size)
         self.num_workers = num_workers
         self.samples_per_epoch = samples_per_epoch
+        missing = sorted(SPLIT_SETTINGS - set(split))
+        if missing:  # conf/data/base.yaml holds them all: the one place they are written
+            raise ValueError(f"data.split is missing {missing}")
         self.split_settings = dict(split)
         self.cache_workers = cache_workers
         self.skip_bad_cases = skip_bad_cases
@@ -240,20 +246,20 @@ class SegmentationDataModule(pl.LightningDataModule):
         cases = self.cases()
         settings = self.split_settings
         classes = None
-        if settings.get("stratify", False):
+        if settings["stratify"]:
             classes = {c.case_id: self.cache.classes_present(c.case_id) for c in cases}
         splits = load_or_make_splits(
             Path(settings["file"]),
             [c.case_id for c in cases],
-            val_fraction=settings.get("val", 0.2),
-            test_fraction=settings.get("test", 0.2),
-            seed=settings.get("seed", 0),
+            val_fraction=settings["val"],
+            test_fraction=settings["test"],
+            seed=settings["seed"],
             groups={c.case_id: c.group for c in cases if c.group},
-            folds=settings.get("folds", 5),
+            folds=settings["folds"],
             classes=classes,
             excluded=self._skipped,
         )
-        self.split = select(splits, self.fold, settings.get("folds", 5))
+        self.split = select(splits, self.fold, settings["folds"])
 
     def _skip(self, problems: Iterable[CaseProblem]) -> None:
         """Leave the cases of ``problems`` out from now on, with one warning per problem."""

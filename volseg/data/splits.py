@@ -40,11 +40,12 @@ log = logging.getLogger(__name__)
 
 def make_splits(
     case_ids: Sequence[str],
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 0,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
     groups: Mapping[str, str] | None = None,
-    folds: int = 5,
+    *,
+    folds: int,
     classes: Mapping[str, Iterable[int]] | None = None,
 ) -> dict:
     """The content of ``splits.json``: test set, plain train/val split and ``folds`` folds.
@@ -199,11 +200,12 @@ def select(
 def load_or_make_splits(
     path: str | Path,
     case_ids: Sequence[str],
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    seed: int = 0,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    folds: int,
     groups: Mapping[str, str] | None = None,
-    folds: int = 5,
     classes: Mapping[str, Iterable[int]] | None = None,
     excluded: Collection[str] = (),
 ) -> dict:
@@ -228,7 +230,8 @@ def load_or_make_splits(
     if path.is_file():
         splits = json.loads(path.read_text())
     else:
-        splits = _create_once(make_splits(case_ids, *arguments), path)
+        splits = _create_once(make_splits(case_ids, val_fraction, test_fraction, seed, groups,
+                                          folds=folds, classes=classes), path)
     _check_cases(path, splits, case_ids, excluded)
     if "folds" not in splits:  # written before folds existed
         splits = {**splits, "folds": _folds_of_old(splits, seed, groups, folds, classes)}

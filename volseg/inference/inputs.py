@@ -243,7 +243,7 @@ def dataset_cases(datamodule: SegmentationDataModule, split: str) -> list[InputC
         cases = datamodule.cases()
     else:
         settings = datamodule.split_settings
-        if settings.get("stratify") and not Path(settings["file"]).is_file():
+        if settings["stratify"] and not Path(settings["file"]).is_file():
             datamodule.prepare_data()  # a stratified split reads each case's classes
         datamodule.setup()
         if not datamodule.split[split]:

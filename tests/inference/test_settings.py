@@ -23,6 +23,10 @@ def test_defaults_and_plain_values_from_hydra():
     ({"uncertainty": "spread"}, "uncertainty"),
     ({"connectivity": 8}, "connectivity"),
     ({"tta_axes": [3]}, "tta_axes"),
+    ({"tile_size": [64, 64]}, "tile_size"),
+    ({"tile_size": [64, 0, 64]}, "tile_size"),
+    ({"overlap": 1.0}, "overlap"),
+    ({"batch_size": 0}, "batch_size"),
 ])
 def test_a_bad_option_is_named(options, named):
     with pytest.raises(ValueError, match=named):

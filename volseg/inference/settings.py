@@ -54,7 +54,15 @@ class PredictionSettings:
     def __post_init__(self) -> None:
         # Plain values, whether given by Hydra (ListConfig, int precision) or by a caller.
         if self.tile_size is not None:
-            self.tile_size = [int(t) for t in self.tile_size]
+            tile = list(self.tile_size)
+            if len(tile) != 3 or any(int(t) != t or t < 1 for t in tile):
+                raise ValueError(f"tile_size must be three integers >= 1, got {tile}")
+            self.tile_size = [int(t) for t in tile]
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
+        batch = self.batch_size
+        if batch is not None and (isinstance(batch, bool) or int(batch) != batch or batch < 1):
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch}")
         self.tta_axes = check_tta_axes(self.tta_axes)
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:

@@ -15,7 +15,13 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor
 
-from volseg.inference.sliding_window import sliding_window_inference
+from volseg.inference.sliding_window import (
+    check_batch_size,
+    check_mode,
+    check_overlap,
+    check_tile_size,
+    sliding_window_inference,
+)
 
 
 @dataclass(frozen=True)
@@ -46,15 +52,18 @@ class SlidingWindowInferer:
         unknown = set(settings) - {"tile_size", "overlap", "mode", "batch_size"}
         if unknown:
             raise ValueError(f"{key}: unknown setting(s) {sorted(unknown)}")
-        return cls(**{**settings, "tile_size": tuple(int(t) for t in settings["tile_size"])},
-                   key=key)
+        return cls(**settings, key=key)
+
+    def __post_init__(self) -> None:
+        # Checked where the settings are made, so a bad one is refused before any volume.
+        object.__setattr__(self, "tile_size", check_tile_size(self.tile_size))
+        check_overlap(self.overlap)
+        check_mode(self.mode)
+        check_batch_size(self.batch_size)
 
     def with_overrides(self, **overrides: Any) -> SlidingWindowInferer:
         """A copy with the given settings replaced; ``None`` keeps the current value."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        if "tile_size" in given:
-            given["tile_size"] = tuple(int(t) for t in given["tile_size"])
-        return dataclasses.replace(self, **given)
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def __call__(self, network: Callable[[Tensor], Any], image: Tensor,
                  progress: Callable[[int, int], None] | None = None) -> Tensor:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from volseg.inference.postprocess import CONNECTIVITIES
+from volseg.inference.sliding_window import check_batch_size, check_overlap, check_tile_size
 
 UNCERTAINTIES = ("entropy", "variance")
 # `precision`: the autocast dtype of the network's forward passes (None: float32).
@@ -53,16 +54,13 @@ class PredictionSettings:
 
     def __post_init__(self) -> None:
         # Plain values, whether given by Hydra (ListConfig, int precision) or by a caller.
+        # The sliding window's own checks, here before any checkpoint or case is read.
         if self.tile_size is not None:
-            tile = list(self.tile_size)
-            if len(tile) != 3 or any(int(t) != t or t < 1 for t in tile):
-                raise ValueError(f"tile_size must be three integers >= 1, got {tile}")
-            self.tile_size = [int(t) for t in tile]
-        if self.overlap is not None and not 0 <= self.overlap < 1:
-            raise ValueError(f"overlap must be in [0, 1), got {self.overlap}")
-        batch = self.batch_size
-        if batch is not None and (isinstance(batch, bool) or int(batch) != batch or batch < 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch}")
+            self.tile_size = list(check_tile_size(list(self.tile_size)))
+        if self.overlap is not None:
+            check_overlap(self.overlap)
+        if self.batch_size is not None:
+            check_batch_size(self.batch_size)
         self.tta_axes = check_tta_axes(self.tta_axes)
         self.precision = str(self.precision)
         if self.precision not in PRECISIONS:

@@ -42,8 +42,7 @@ def tile_starts(size: int, tile: int, overlap: float) -> list[int]:
         raise ValueError(f"tile must be >= 1, got {tile}")
     if size < tile:
         raise ValueError(f"size must be >= tile ({tile}); pad the axis first, got {size}")
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    check_overlap(overlap)
     step = max(1, int(tile * (1 - overlap)))
     last = size - tile
     return [*range(0, last, step), last]
@@ -72,7 +71,7 @@ def gaussian_importance_map(
     Returns:
         Tensor of shape ``tile_size``. A fresh copy: the caller may modify it.
     """
-    tile = _check_tile_size(tile_size)
+    tile = check_tile_size(tile_size)
     _check_sigma_scale(sigma_scale)
     return _importance_map(
         tile, "gaussian", float(sigma_scale), torch.device(device or "cpu"), dtype
@@ -135,13 +134,10 @@ def sliding_window_inference(
         float32 tensor ``(N, K, X, Y, Z)`` on the image's device (``(K, X, Y, Z)`` for a 4D
         input).
     """
-    tile = _check_tile_size(tile_size)
-    if not 0 <= overlap < 1:
-        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
+    tile = check_tile_size(tile_size)
+    check_overlap(overlap)
+    check_mode(mode)
+    check_batch_size(batch_size)
     if mode == "gaussian":
         _check_sigma_scale(sigma_scale)
     unbatched = image.ndim == 4
@@ -208,7 +204,7 @@ def sliding_window_inference(
     return output[0] if unbatched else output
 
 
-def _check_tile_size(tile_size: Sequence[int]) -> tuple[int, int, int]:
+def check_tile_size(tile_size: Sequence[int]) -> tuple[int, int, int]:
     """Return ``tile_size`` as a tuple of three ints, or raise ValueError naming it."""
     try:
         tile = tuple(int(t) for t in tile_size)
@@ -220,6 +216,24 @@ def _check_tile_size(tile_size: Sequence[int]) -> tuple[int, int, int]:
     if not valid:
         raise ValueError(f"tile_size must be three integers >= 1, got {tile_size!r}")
     return tile  # type: ignore[return-value]
+
+
+def check_overlap(overlap: float) -> None:
+    """ValueError naming ``overlap`` unless it is in [0, 1)."""
+    if not 0 <= overlap < 1:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+
+
+def check_mode(mode: str) -> None:
+    """ValueError naming ``mode`` unless it is one of `MODES`."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """ValueError naming ``batch_size`` unless it is an integer >= 1."""
+    if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size}")
 
 
 def _check_sigma_scale(sigma_scale: float) -> None:

@@ -270,3 +270,16 @@ def test_bf16_autocast_stays_close_to_float32_and_bad_precision_is_refused(check
     assert half.probabilities.array.dtype == np.float32
     with pytest.raises(ValueError, match="precision must be one of"):
         _predictor(load_networks(checkpoint), precision="fp8")
+
+
+def test_a_tile_option_is_named_as_the_user_typed_it(checkpoint, caplog):
+    """The override's warnings and errors name `predictor.tile_size`, not the checkpoint's key."""
+    image = _volume((20, 18, 9))
+    with caplog.at_level("WARNING"):
+        predictor = _predictor(load_networks(checkpoint), tile_size=[16, 16, 4])
+    assert "predictor.tile_size=[16, 16, 4] differs from the training patch" in caplog.text
+    assert predictor.networks[0].inferer.key == "predictor"
+    assert _predictor(load_networks(checkpoint)).networks[0].inferer.key == "module.inference"
+    assert predictor.predict(image).array.shape == (20, 18, 9)
+    # The inferer's error for a tile the network does not map onto itself names its key
+    # (tests/inference/test_inferer.py): here that is the option the user typed.

@@ -116,12 +116,14 @@ class Predictor:
             trained.network.eval().to(self.device)
             # The tile the checkpoint validated with is the reference for per-input norms.
             warning = tile_warning(trained.network, settings.tile_size,
-                                   trained.inferer.tile_size, "tile_size")
+                                   trained.inferer.tile_size, "predictor.tile_size")
             if warning:
                 log.warning(warning)
+            # A tile given here is named as the option it came from by the inferer's errors.
             inferer = trained.inferer.with_overrides(
                 tile_size=settings.tile_size, overlap=settings.overlap,
-                batch_size=settings.batch_size)
+                batch_size=settings.batch_size,
+                key="predictor" if settings.tile_size is not None else None)
             self.networks.append(dataclasses.replace(trained, inferer=inferer))
         first = self.networks[0]
         if settings.mc_dropout:

@@ -80,8 +80,8 @@ class SegmentationDataModule(pl.LightningDataModule):
         ignore_index: label value of unannotated voxels (sparse annotation), allowed in label
             files besides ``0..num_classes-1``; ``None`` for dense labels.
         regions: the dataset's scored regions, name -> label values united into one
-            structure (KiTS23's); carried for the model (``module.regions`` interpolates
-            ``data.regions``) and ``volseg evaluate``; the data itself does not change.
+            structure (KiTS23's). The data module does not use them: they live in the data
+            config so that ``module.regions`` and ``volseg evaluate`` interpolate one value.
         sparse_annotation: simulate sparse annotation on dense labels (Çiçek et al. 2016):
             ``{slices_per_axis: k or [kx, ky, kz], seed: 0}``; training patches keep labels
             only on those slices, the rest become ``ignore_index`` (which must be set).
@@ -124,8 +124,7 @@ class SegmentationDataModule(pl.LightningDataModule):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.class_names = list(class_names)
-        self.regions = {str(name): [int(v) for v in labels]
-                        for name, labels in (regions or {}).items()}
+        del regions  # read from the config by module.regions and volseg evaluate, not here
         self.preprocessor = Preprocessor(spacing=spacing, **preprocessing)
         if augment_device not in ("cpu", "gpu"):
             raise ValueError(f"data.augment_device must be cpu or gpu, got {augment_device!r}")
